@@ -1,0 +1,1 @@
+"""HTTP serving of the exported CIFAR-10 SavedModel (FastAPI + uvicorn)."""

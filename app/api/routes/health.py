@@ -1,0 +1,43 @@
+"""Liveness, readiness and the model card."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ModelDep
+from app.api.schemas import ErrorResponse, Health, ModelRef, Readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process is up")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Model not loaded or not warmed up."}},
+    summary="Readiness: the model is loaded and warmed up",
+)
+async def ready(request: Request):
+    model = getattr(request.app.state, "model", None)
+    batcher = getattr(request.app.state, "batcher", None)
+    if model is None or batcher is None or not batcher.ready.is_set():
+        return JSONResponse(Readiness(status="starting").model_dump(), status_code=503)
+    return Readiness(status="ready", model=ModelRef(name=model.name, version=model.version))
+
+
+@router.get(
+    "/model",
+    summary="The served model's card: classes, input, accuracy, training recipe",
+    responses={503: {"model": ErrorResponse}},
+)
+async def model_card(model: ModelDep) -> dict:
+    return {
+        **model.card,
+        "served": {"name": model.name, "version": model.version, "path": str(model.path),
+                   "input_size": list(model.input_size)},
+    }

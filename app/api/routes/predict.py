@@ -1,0 +1,105 @@
+"""``POST /predict``: one image in field ``file``, or several in field ``files``."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, File, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import BatcherDep, MetricsDep, ModelDep, SettingsDep
+from app.api.schemas import (
+    BatchPredictResponse,
+    ClassScore,
+    ErrorResponse,
+    ImagePrediction,
+    ModelRef,
+    PredictResponse,
+)
+from app.batching import BatcherClosedError, QueueFullError
+from app.config import Settings
+from app.errors import APIError
+from app.images import decode_upload
+from app.model import ServedModel
+
+router = APIRouter(tags=["prediction"])
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Empty, corrupt, truncated or non-image file.",
+        413: "File, request, image dimensions or file count over the limit.",
+        415: "An image format that is not supported.",
+        422: "Neither 'file' nor 'files' was sent, or a bad query parameter.",
+        503: "Queue full or model not ready; retry after the Retry-After header.",
+    }.items()
+}
+NON_IMAGE_TYPES = ("text/", "application/json", "application/pdf", "audio/", "video/")
+
+
+async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel) -> np.ndarray:
+    name = upload.filename or "upload"
+    content_type = (upload.content_type or "").lower()
+    if content_type.startswith(NON_IMAGE_TYPES):
+        raise APIError(415, "unsupported_media_type", f"{name}: {content_type} is not an image")
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise APIError(
+            413, "file_too_large",
+            f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
+        )
+    return await run_in_threadpool(
+        decode_upload, data, model.input_size, settings.max_image_pixels, name
+    )
+
+
+def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None) -> ImagePrediction:
+    order = np.argsort(-probs)[:k]
+    return ImagePrediction(
+        filename=filename,
+        label=names[int(order[0])],
+        probability=float(probs[order[0]]),
+        top_k=[ClassScore(label=names[int(i)], probability=float(probs[i])) for i in order],
+        probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse | BatchPredictResponse,
+    responses=ERRORS,
+    summary="Classify one image (field 'file') or several (field 'files')",
+)
+async def predict(
+    settings: SettingsDep,
+    model: ModelDep,
+    batcher: BatcherDep,
+    metrics: MetricsDep,
+    file: UploadFile | None = File(None, description="One image (what `curl -F file=@x.png` sends)."),
+    files: list[UploadFile] | None = File(None, description="Several images, one result each."),
+    top_k: int | None = Query(None, ge=1, le=10, description="How many top classes to list."),
+) -> PredictResponse | BatchPredictResponse:
+    uploads = ([file] if file else []) + list(files or [])
+    if not uploads:
+        raise APIError(422, "missing_file", "send an image in the multipart field 'file' or 'files'")
+    if len(uploads) > settings.max_files:
+        raise APIError(
+            413, "too_many_files", f"{len(uploads)} files sent; the limit is {settings.max_files}"
+        )
+    images = np.stack([await _read_image(u, settings, model) for u in uploads])
+    try:
+        probs = await batcher.submit(images)
+    except QueueFullError as exc:
+        raise APIError(503, "overloaded", f"server busy ({exc}); retry shortly",
+                       {"Retry-After": "1"}) from None
+    except BatcherClosedError as exc:
+        raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
+    k = min(top_k or settings.default_top_k, len(model.class_names))
+    results = [
+        _describe(p, model.class_names, k, u.filename) for p, u in zip(probs, uploads, strict=True)
+    ]
+    for r in results:
+        metrics.predictions.labels(r.label).inc()
+    ref = ModelRef(name=model.name, version=model.version)
+    if file is not None and not files:
+        return PredictResponse(model=ref, **results[0].model_dump())
+    return BatchPredictResponse(model=ref, results=results)

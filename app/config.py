@@ -1,0 +1,45 @@
+"""Serving settings: one pydantic-settings class, read from ``CIFAR10_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CIFAR10_", protected_namespaces=())
+
+    model_dir: Path = Field(
+        Path("models/cifar10-resnet50"),
+        description="Folder holding numbered SavedModel versions (TF Serving layout).",
+    )
+    model_version: int | None = Field(None, description="Pin a version; default: the newest.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per image file.")
+    max_files: int = Field(32, ge=1, description="Images per request (field 'files').")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Refuse larger declared dimensions before decoding."
+    )
+    max_batch_size: int = Field(32, ge=1, description="Images per model call.")
+    max_batch_wait_ms: float = Field(
+        1.0, ge=0, description="Extra wait for more requests once a batch has started."
+    )
+    queue_limit: int = Field(256, ge=1, description="Images waiting; beyond it 503.")
+    warmup_runs: int = Field(2, ge=0, description="Model calls before the app reports ready.")
+    default_top_k: int = Field(3, ge=1, le=10)
+    log_level: str = Field("info")
+    host: str = Field("0.0.0.0")
+    port: int = Field(8000, ge=1, le=65535)
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="Grace for in-flight requests.")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Cap on a whole request body, enforced while it streams in."""
+        return self.max_upload_bytes * self.max_files + 1024 * 1024
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,83 @@
+"""Decode an uploaded image into the model's uint8 RGB input.
+
+Accepts what Pillow decodes among JPEG, PNG, WebP, GIF (first frame), BMP and TIFF; applies
+EXIF orientation; converts any mode (L, P, RGBA, CMYK, 16-bit) to RGB, compositing
+transparency on white; resizes with antialiasing. Dimensions are checked from the header,
+before any pixel is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import APIError
+
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF"}
+ACCEPTED_MEDIA_TYPES = ", ".join(
+    ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"]
+)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
+        img = Image.fromarray(np.clip(arr / scale, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255, 0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_upload(
+    data: bytes,
+    size: tuple[int, int],
+    max_pixels: int,
+    filename: str | None = None,
+) -> np.ndarray:
+    """Bytes of one upload → ``(height, width, 3)`` uint8 RGB at the model's input ``size``."""
+    name = filename or "upload"
+    if not data:
+        raise APIError(400, "empty_file", f"{name}: the file is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise APIError(400, "invalid_image", f"{name}: not a recognisable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise APIError(400, "invalid_image", f"{name}: unreadable image ({exc})") from None
+    if img.format not in ACCEPTED_FORMATS:
+        raise APIError(
+            415,
+            "unsupported_image_type",
+            f"{name}: {img.format} images are not supported; send {ACCEPTED_MEDIA_TYPES}",
+        )
+    width, height = img.size
+    if width * height > max_pixels:
+        raise APIError(
+            413,
+            "image_too_large",
+            f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels",
+        )
+    height_out, width_out = size
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", (width_out * 2, height_out * 2))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
+        if rgb.size != (width_out, height_out):
+            rgb = rgb.resize((width_out, height_out), Image.Resampling.LANCZOS)
+        return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise APIError(400, "invalid_image", f"{name}: corrupt or truncated image ({exc})") from None

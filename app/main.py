@@ -1,0 +1,125 @@
+"""The app factory, its lifespan, and the ``cifar10-serve`` command.
+
+``uvicorn app.main:app`` and ``cifar10-serve`` both work; run one worker per container
+(each worker would load its own model and keep its own metrics) and scale with replicas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
+
+from app.api.main import api_router
+from app.batching import MicroBatcher
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimitMiddleware
+from app.metrics import Metrics, MetricsMiddleware
+from app.model import ModelLoadError, ServedModel, load_served_model
+
+__version__ = "0.1.0"
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+Classifies an image into one of the 10 CIFAR-10 classes with a ResNet50.
+
+`curl -F file=@cat.png http://localhost:8000/predict`
+
+Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, model: ServedModel | None = None) -> FastAPI:
+    """Build the app. The model is loaded (unless given) and warmed up in the lifespan."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = model or await run_in_threadpool(
+            load_served_model, settings.model_dir, settings.model_version
+        )
+        metrics.model_info.info({"name": loaded.name, "version": str(loaded.version)})
+        batcher = MicroBatcher(
+            loaded.predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            queue_limit=settings.queue_limit,
+            metrics=metrics,
+        )
+
+        def warm_up() -> None:
+            loaded.warm_up(settings.warmup_runs, (1, settings.max_batch_size))
+            metrics.ready.set(1)
+            log.info("model warmed up; ready")
+
+        app.state.model, app.state.batcher = loaded, batcher
+        batcher.start(warm_up)
+        try:
+            yield
+        finally:
+            metrics.ready.set(0)
+            await batcher.close(settings.shutdown_timeout_s)
+            app.state.batcher = None
+
+    app = FastAPIOffline(
+        title="CIFAR-10 ResNet50 classifier",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.metrics = settings, metrics
+    app.state.model = app.state.batcher = None
+    install_error_handlers(app)
+    app.include_router(api_router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
+    return app
+
+
+def run(argv: list[str] | None = None) -> None:
+    """``cifar10-serve``: load the model (one-line error if unusable), then serve with uvicorn."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="cifar10-serve", description="Serve the CIFAR-10 model over HTTP. "
+        "Every option can also be set as a CIFAR10_* environment variable (see README)."
+    )
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--model-version", type=int)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        model = load_served_model(settings.model_dir, settings.model_version)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    uvicorn.run(
+        create_app(settings, model),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
+
+
+app = create_app()

@@ -1,0 +1,88 @@
+"""Prometheus metrics, one registry per app (so tests can run several apps side by side)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests by route, method and status.",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by route.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being handled.", registry=r)
+        self.batch_size = Histogram(
+            "inference_batch_size", "Images per model call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "inference_queue_wait_seconds", "Time an image waits before its model call.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_time = Histogram(
+            "inference_duration_seconds", "Duration of one model call.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge("inference_queue_depth", "Images waiting for the model.", registry=r)
+        self.rejected = Counter(
+            "inference_rejected_total", "Requests refused because the queue was full.", registry=r
+        )
+        self.predictions = Counter(
+            "predictions_total", "Top-1 predictions by class.", ["label"], registry=r
+        )
+        self.model_info = Info("model", "The model being served.", registry=r)
+        self.ready = Gauge("model_ready", "1 once the model is loaded and warmed up.", registry=r)
+
+
+class MetricsMiddleware:
+    """Counts and times every request, labelled by route template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
