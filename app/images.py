@@ -52,6 +52,8 @@ def decode_upload(
         raise APIError(400, "empty_file", f"{name}: the file is empty")
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise APIError(413, "image_too_large", f"{name}: {exc}") from None
     except UnidentifiedImageError:
         raise APIError(400, "invalid_image", f"{name}: not a recognisable image") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -1,0 +1,121 @@
+"""Micro-batching: concurrent requests share model calls and get the answers they would alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from app.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from tests.helpers import image_bytes
+
+
+class SlowSum:
+    """A real model stand-in: sums pixels per image, slowly, recording each batch size."""
+
+    def __init__(self, delay: float = 0.05):
+        self.delay, self.batches = delay, []
+        self.lock = threading.Lock()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import time
+
+        with self.lock:
+            self.batches.append(len(images))
+        time.sleep(self.delay)
+        return images.reshape(len(images), -1).sum(axis=1, keepdims=True).astype(np.float32)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_submissions_are_batched_and_routed_back():
+    model = SlowSum()
+
+    async def scenario():
+        b = MicroBatcher(model, max_batch_size=8, max_wait_s=0.01, queue_limit=100)
+        b.start()
+        await b.ready.wait()
+        inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(20)]
+        results = await asyncio.gather(*(b.submit(x) for x in inputs))
+        await b.close()
+        return inputs, results
+
+    inputs, results = run(scenario())
+    for x, r in zip(inputs, results, strict=True):
+        assert r.shape == (1, 1) and r[0, 0] == x.sum()
+    assert max(model.batches) > 1 and max(model.batches) <= 8
+    assert sum(model.batches) == 20
+
+
+def test_queue_limit_refuses_instead_of_growing():
+    model = SlowSum(delay=0.2)
+
+    async def scenario():
+        b = MicroBatcher(model, max_batch_size=2, max_wait_s=0, queue_limit=3)
+        b.start()
+        await b.ready.wait()
+        first = asyncio.create_task(b.submit(np.zeros((2, 1, 1, 3), np.uint8)))
+        await asyncio.sleep(0.05)  # first batch is now running; the queue is empty
+        waiting = [asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
+        done = await asyncio.gather(first, *waiting)
+        await b.close()
+        return done
+
+    assert len(run(scenario())) == 4
+
+
+def test_close_finishes_queued_work_then_refuses_new():
+    model = SlowSum(delay=0.05)
+
+    async def scenario():
+        b = MicroBatcher(model, max_batch_size=1, max_wait_s=0, queue_limit=10)
+        b.start()
+        await b.ready.wait()
+        pending = [asyncio.create_task(b.submit(np.ones((1, 1, 1, 3), np.uint8))) for _ in range(4)]
+        await asyncio.sleep(0)
+        await b.close()
+        with pytest.raises(BatcherClosedError):
+            await b.submit(np.ones((1, 1, 1, 3), np.uint8))
+        return await asyncio.gather(*pending)
+
+    assert [float(r[0, 0]) for r in run(scenario())] == [3.0] * 4
+
+
+def test_model_failure_reaches_every_request_in_the_batch():
+    def broken(images):
+        raise RuntimeError("model exploded")
+
+    async def scenario():
+        b = MicroBatcher(broken, max_batch_size=4, max_wait_s=0.01, queue_limit=10)
+        b.start()
+        await b.ready.wait()
+        outs = await asyncio.gather(
+            *(b.submit(np.zeros((1, 1, 1, 3), np.uint8)) for _ in range(3)), return_exceptions=True
+        )
+        await b.close()
+        return outs
+
+    assert all(isinstance(o, RuntimeError) for o in run(scenario()))
+
+
+def test_concurrent_http_requests_match_sequential_answers(client):
+    payloads = [image_bytes(color=(25 * i, 255 - 25 * i, 90)) for i in range(8)]
+    sequential = [
+        client.post("/predict", files={"file": ("x.png", p, "image/png")}).json()["probabilities"]
+        for p in payloads
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(
+            lambda p: client.post("/predict", files={"file": ("x.png", p, "image/png")}), payloads
+        ))
+    for r, expected in zip(responses, sequential, strict=True):
+        assert r.status_code == 200
+        assert r.json()["probabilities"] == pytest.approx(expected, abs=1e-5)

@@ -1,0 +1,90 @@
+"""Health, readiness, the model card, metrics, docs served without a CDN, queue limit."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.app.conftest import make_settings, wait_ready
+from tests.helpers import CLASS_NAMES, image_bytes
+
+
+def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
+    app = create_app(make_settings(tiny_model_root))
+    before = TestClient(app)  # not entered: the lifespan has not loaded the model
+    assert before.get("/health").status_code == 200
+    r = before.get("/health/ready")
+    assert r.status_code == 503 and r.json()["status"] == "starting"
+    assert before.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code == 503
+    with TestClient(app) as client:
+        wait_ready(client)
+        r = client.get("/health/ready")
+        assert r.status_code == 200
+        assert r.json() == {"status": "ready", "model": {"name": "tiny", "version": 1}}
+        assert "model_ready 1.0" in client.get("/metrics").text
+
+
+def test_model_card_endpoint(client):
+    r = client.get("/model")
+    assert r.status_code == 200
+    card = r.json()
+    assert card["class_names"] == CLASS_NAMES
+    assert card["signature"]["input"]["dtype"] == "uint8"
+    assert card["served"]["version"] == 1 and card["served"]["input_size"] == [32, 32]
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_change_as_requests_arrive(client):
+    before = client.get("/metrics").text
+    n0 = _metric(before, "http_requests_total", route="/predict", status="200")
+    b0 = _metric(before, "inference_batch_size_count")
+    p0 = sum(_metric(before, "predictions_total", label=c) for c in CLASS_NAMES)
+    for _ in range(3):
+        assert client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code == 200
+    client.post("/predict", files={"file": ("a.png", b"", "image/png")})
+    after = client.get("/metrics")
+    assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert _metric(text, "http_requests_total", route="/predict", status="200") == n0 + 3
+    assert _metric(text, "http_requests_total", route="/predict", status="400") >= 1
+    assert _metric(text, "inference_batch_size_count") >= b0 + 3
+    assert sum(_metric(text, "predictions_total", label=c) for c in CLASS_NAMES) == p0 + 3
+    assert _metric(text, "http_request_duration_seconds_count", route="/predict") >= n0 + 4
+    assert 'model_info{name="tiny",version="1"} 1.0' in text
+    for name in ("inference_queue_wait_seconds_count", "inference_queue_depth",
+                 "inference_duration_seconds_count", "process_resident_memory_bytes"):
+        assert re.search(rf"^{name}", text, re.M), name
+
+
+def test_docs_and_redoc_are_served_without_a_cdn(client):
+    for path in ("/docs", "/redoc"):
+        html = client.get(path)
+        assert html.status_code == 200
+        assert not re.search(r"""(src|href)=["']https?://""", html.text), path
+        for asset in re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", html.text):
+            assert client.get(asset).status_code == 200, asset
+    spec = client.get("/openapi.json").json()
+    assert "/predict" in spec["paths"] and "/metrics" in spec["paths"]
+
+
+def test_full_queue_answers_503_with_retry_after(tiny_model_root):
+    app = create_app(make_settings(tiny_model_root, queue_limit=1))
+    with TestClient(app) as client:
+        wait_ready(client)
+        files = [("files", (f"{i}.png", image_bytes(), "image/png")) for i in range(2)]
+        r = client.post("/predict", files=files)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+        assert "inference_rejected_total 1.0" in client.get("/metrics").text
+        ok = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
+        assert ok.status_code == 200

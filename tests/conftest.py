@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from tests.helpers import export_tiny_model, write_cifar_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory):
+    """A generated CIFAR-10 in the official layout: 5 x 20 training and 20 test images."""
+    return write_cifar_dir(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory):
+    """``MODELS/tiny/1``: a tiny SavedModel with the real contract and card."""
+    models = tmp_path_factory.mktemp("models")
+    export_tiny_model(models)
+    return models / "tiny"

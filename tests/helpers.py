@@ -1,0 +1,91 @@
+"""Test data the suite generates itself: official-format CIFAR batches, images, a tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASS_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def make_batch(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """``n`` images whose colour encodes the class, so a tiny model can learn them."""
+    rng = np.random.default_rng(seed)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    x = rng.integers(0, 60, (n, 32, 32, 3)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        x[i, :, :, label % 3] += np.uint8(20 * label)
+    return x, labels
+
+
+def write_cifar_dir(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
+    """Write the official ``cifar-10-batches-py`` layout (protocol-2 pickles, bytes keys)."""
+    out = root / "cifar-10-batches-py"
+    out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(BATCH_NAMES):
+        x, labels = make_batch(per_batch, seed + i)
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": x.transpose(0, 3, 1, 2).reshape(len(x), 3072),
+            b"filenames": [f"{name}_{j}.png".encode() for j in range(len(x))],
+        }
+        (out / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in CLASS_NAMES]}
+    (out / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return out
+
+
+def write_cifar_tar(layout_dir: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(layout_dir, arcname="cifar-10-batches-py")
+    return archive
+
+
+def image_bytes(fmt: str = "PNG", size=(32, 32), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
+    img = Image.new(mode, size, color if mode in ("RGB", "RGBA", "CMYK") else 128)
+    if mode == "RGB":
+        arr = np.asarray(img).copy()
+        arr[: size[1] // 2] = (20, 40, 220)
+        img = Image.fromarray(arr)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def build_tiny_contract_model(num_classes: int = 10):
+    """A small Keras model with the real contract: uint8 [b, 32, 32, 3] → softmax [b, 10]."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255)(keras.ops.cast(inputs, "float32"))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs)
+
+
+def export_tiny_model(models_dir: Path, name: str = "tiny", version: int = 1) -> Path:
+    """Export the tiny model with the project's real exporter and a minimal real card."""
+    from training.export import build_card, write_export
+
+    card = build_card(
+        name=name, version=version, class_names=CLASS_NAMES, internal_size=32, tta_flip=False,
+        weights_source="tiny test model", data={"source": "generated"}, training={},
+        metrics=None,
+    )
+    return write_export(build_tiny_contract_model(), models_dir, name, version, card)
+
+
+def card_of(path: Path) -> dict:
+    return json.loads((path / "model_card.json").read_text())
