@@ -135,7 +135,7 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                     files[name] = handle.read() if handle else b""
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a readable tar.gz archive ({exc})") from None
-    missing = sorted(set(wanted.values()) - set(files))
+    missing = [n for n in wanted.values() if n not in files]
     if missing:
         raise DataError(f"{path}: archive lacks {LAYOUT_DIR}/{missing[0]}")
     return files

@@ -234,8 +234,13 @@ def _prepare_data(cfg: TrainConfig) -> tuple[Split, Split, list[str], str, str]:
     return train, val, data.class_names, data.source, data.sha256
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train per ``cfg`` into ``cfg.run_dir``; with ``resume``, continue its checkpoint."""
+def train(
+    cfg: TrainConfig, resume: bool = False, callbacks: list[keras.callbacks.Callback] = ()
+) -> TrainResult:
+    """Train per ``cfg`` into ``cfg.run_dir``; with ``resume``, continue its checkpoint.
+
+    Extra ``callbacks`` run after the checkpoint of each epoch has been written.
+    """
     cfg.validate()
     run_dir = Path(cfg.run_dir)
     if (run_dir / CHECKPOINT_DIR).exists() and not resume:
@@ -294,7 +299,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 initial_epoch=start,
                 epochs=end,
                 verbose=cfg.verbose,
-                callbacks=[_EpochSetter(dataset), budget, _Checkpointer(run, phase, size, budget)],
+                callbacks=[
+                    _EpochSetter(dataset), budget, _Checkpointer(run, phase, size, budget),
+                    *callbacks,
+                ],
             )
             if budget.stopped:
                 break

@@ -1,0 +1,56 @@
+"""Host-side augmentation: shapes, dtypes, labels preserved, deterministic per (seed, epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.augment import AugmentedBatches, cutmix, mixup, one_hot, random_crop_flip
+
+
+def _images(n=16):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def test_crop_flip_keeps_shape_dtype_and_content():
+    x = _images()
+    out = random_crop_flip(x, np.random.default_rng(1), pad=4)
+    assert out.shape == x.shape and out.dtype == np.uint8
+    no_pad = random_crop_flip(x, np.random.default_rng(1), pad=0, flip=False)
+    np.testing.assert_array_equal(no_pad, x)  # zero padding, no flip: identity
+    # each output is a shifted (maybe mirrored) window of the zero-padded input
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(len(x)):
+        windows = [padded[i, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
+        assert any((w == out[i]).all() or (w[:, ::-1] == out[i]).all() for w in windows)
+
+
+def test_batches_preserve_labels_and_are_deterministic():
+    x = np.zeros((40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+    x[:, :, :, 0] = (y * 20)[:, None, None]  # label readable from the pixels, crop-invariant centre
+    ds = AugmentedBatches(x, y, batch_size=8, seed=5)
+    assert len(ds) == 5
+    seen = []
+    for i in range(len(ds)):
+        xb, tb = ds[i]
+        assert xb.shape == (8, 32, 32, 3) and xb.dtype == np.uint8
+        assert tb.shape == (8, 10) and tb.dtype == np.float32
+        np.testing.assert_array_equal(xb[:, 16, 16, 0] // 20, tb.argmax(1))
+        seen.append(tb.argmax(1))
+    assert sorted(np.concatenate(seen).tolist()) == sorted(y.tolist())  # every image once
+    first = ds[2]
+    ds.set_epoch(1)
+    other = ds[2]
+    ds.set_epoch(0)
+    np.testing.assert_array_equal(ds[2][0], first[0])  # same (seed, epoch, index): same batch
+    assert not np.array_equal(other[0], first[0])
+
+
+def test_mixing_keeps_targets_distributions():
+    x, rng = _images(), np.random.default_rng(2)
+    t = one_hot(np.arange(16) % 10)
+    for fn in (cutmix, mixup):
+        xm, tm = fn(x, t, rng)
+        assert xm.shape == x.shape and xm.dtype == np.uint8
+        np.testing.assert_allclose(tm.sum(axis=1), 1.0, rtol=1e-6)

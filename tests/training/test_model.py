@@ -1,0 +1,84 @@
+"""The model contract: uint8 in, float32 probabilities out, preprocessing inside; freezing."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from training.model import (
+    backbone_of,
+    build_classifier,
+    build_model,
+    resolve_weights,
+    set_backbone_trainable,
+    wrap_for_input,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _images(n=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def test_contract_uint8_in_probabilities_out():
+    model = build_model(internal_size=40)
+    assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape) == (None, 32, 32, 3)
+    probs = np.asarray(model.predict_on_batch(_images()))
+    assert probs.dtype == np.float32 and probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    resize = model.get_layer("resize_40")
+    assert tuple(resize.compute_output_shape((None, 32, 32, 3))) == (None, 40, 40, 3)
+
+
+def test_mixed_precision_keeps_float32_probabilities():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model(internal_size=32)
+    assert model.get_layer("resnet50_cifar10").get_layer("probs").dtype_policy.compute_dtype == "float32"
+    probs = np.asarray(model.predict_on_batch(_images()))
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_test_time_flip_is_mirror_invariant_and_shares_weights():
+    classifier = build_classifier()
+    plain, flipped = wrap_for_input(classifier, 32), wrap_for_input(classifier, 32, tta_flip=True)
+    x = _images()
+    mirrored = x[:, :, ::-1]
+    np.testing.assert_allclose(flipped.predict_on_batch(x), flipped.predict_on_batch(mirrored), atol=1e-5)
+    expected = (plain.predict_on_batch(x) + plain.predict_on_batch(mirrored)) / 2
+    np.testing.assert_allclose(flipped.predict_on_batch(x), expected, atol=1e-5)
+
+
+def test_head_phase_really_freezes_the_backbone(local_backbone_weights):
+    classifier = build_classifier(str(local_backbone_weights))
+    backbone = backbone_of(classifier)
+    assert not backbone.trainable
+    model = wrap_for_input(classifier, 32)
+    model.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+    before_backbone = [np.array(w) for w in backbone.weights]  # BN moving stats included
+    before_head = [np.array(w) for w in classifier.get_layer("probs").weights]
+    y = np.eye(10, dtype=np.float32)[[1, 2, 3]]
+    model.train_on_batch(_images(), y)
+    for b, a in zip(before_backbone, backbone.weights, strict=True):
+        np.testing.assert_array_equal(b, np.array(a))
+    assert any(not np.allclose(b, np.array(a)) for b, a in
+               zip(before_head, classifier.get_layer("probs").weights, strict=True))
+
+
+def test_finetune_unfreezes_top_stages_but_not_batchnorm(local_backbone_weights):
+    classifier = build_classifier(str(local_backbone_weights))
+    set_backbone_trainable(classifier, stages=1)
+    layers = backbone_of(classifier).layers
+    conv5 = [layer for layer in layers if layer.name.startswith("conv5_") and layer.weights]
+    assert any(layer.trainable for layer in conv5)
+    assert not any(layer.trainable for layer in layers if layer.name.startswith("conv4_"))
+    assert not any(layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_weights_option_validation(tmp_path):
+    assert resolve_weights("none") is None
+    assert resolve_weights("imagenet") == "imagenet"
+    with pytest.raises(FileNotFoundError, match="backbone weights file not found"):
+        resolve_weights(str(tmp_path / "missing.h5"))

@@ -1,0 +1,91 @@
+"""The training loop: outputs, phases, progressive resizing, exact resume, the time budget."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tests.training.conftest import tiny_config
+from training.config import ConfigError, TrainConfig
+from training.train import plan_phases, segments, train
+
+DECLARED_OUTPUTS = [
+    "config.json", "data.json", "history.json", "model.weights.h5", "best.weights.h5",
+    "learning_curves.png", "confusion_matrix_val.png", "checkpoint/state.json",
+    "checkpoint/last.weights.h5", "checkpoint/optimizer.npz",
+]
+
+
+def test_phases_and_size_schedule_are_planned_from_the_config():
+    cfg = TrainConfig(epochs=6, size_schedule={0: 32, 2: 48, 4: 64})
+    assert [cfg.size_at(e) for e in range(6)] == [32, 32, 48, 48, 64, 64]
+    (full,) = plan_phases(cfg)
+    assert (full.name, full.start, full.end) == ("full", 0, 6)
+    assert segments(cfg, full, 3) == [(3, 4, 48), (4, 6, 64)]
+    pre = TrainConfig(epochs=5, weights="imagenet", head_epochs=2, finetune_learning_rate=0.001)
+    assert [(p.name, p.start, p.end, p.learning_rate) for p in plan_phases(pre)] == [
+        ("head", 0, 2, pre.learning_rate), ("finetune", 2, 5, 0.001)]
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="unknown configuration key 'epoch'"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_declared_output(trained_run):
+    for name in DECLARED_OUTPUTS:
+        assert (trained_run / name).is_file(), name
+    history = json.loads((trained_run / "history.json").read_text())
+    (row,) = history["epochs"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "internal_size"} <= set(row)
+    assert history["summary"]["epochs_completed"] == 1
+    assert history["summary"]["hardware"]["cores"] >= 1
+    assert json.loads((trained_run / "config.json").read_text())["internal_size"] == 32
+
+
+@pytest.mark.slow
+def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
+    """Interrupt after epoch 1 (checkpoint written), resume, and match an uninterrupted run."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    kw = dict(epochs=2, size_schedule={0: 32, 1: 40}, learning_rate=0.05, dropout=0.0)
+    whole = train(tiny_config(cifar_dir, tmp_path / "whole", **kw))
+    cut = tmp_path / "cut"
+    first = train(tiny_config(cifar_dir, cut, **kw), callbacks=[Interrupt()])
+    assert first.epochs_completed == 1
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        train(tiny_config(cifar_dir, cut, **kw))
+    resumed = train(tiny_config(cifar_dir, cut, **kw), resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert [r["internal_size"] for r in resumed.history] == [32, 40]
+    assert resumed.history[1]["learning_rate"] == pytest.approx(whole.history[1]["learning_rate"])
+    assert resumed.history[1]["loss"] == pytest.approx(whole.history[1]["loss"], rel=1e-3)
+    state = json.loads((cut / "checkpoint" / "state.json").read_text())
+    assert state["next_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_time_budget_stops_cleanly_and_keeps_weights(cifar_dir, tmp_path):
+    result = train(tiny_config(cifar_dir, tmp_path, epochs=3, time_budget_min=1e-4))
+    assert result.stopped_by_budget and result.epochs_completed == 0
+    assert (tmp_path / "model.weights.h5").is_file()
+    assert not (tmp_path / "checkpoint").exists()  # a cut epoch is not checkpointed as done
+
+
+@pytest.mark.slow
+def test_pretrained_weights_run_head_then_finetune(cifar_dir, tmp_path, local_backbone_weights):
+    result = train(tiny_config(
+        cifar_dir, tmp_path, weights=str(local_backbone_weights), epochs=2, head_epochs=1,
+        finetune_stages=1,
+    ))
+    assert [r["phase"] for r in result.history] == ["head", "finetune"]
+    assert all(np.isfinite(r["loss"]) for r in result.history)
