@@ -30,9 +30,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
         img = Image.fromarray(np.clip(arr / peak * 255, 0, 255).astype(np.uint8), "L")
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (
-        img.mode == "P" and "transparency" in img.info
-    )
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -82,4 +80,6 @@ def decode_upload(
             rgb = rgb.resize((width_out, height_out), Image.Resampling.LANCZOS)
         return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise APIError(400, "invalid_image", f"{name}: corrupt or truncated image ({exc})") from None
+        raise APIError(
+            400, "invalid_image", f"{name}: corrupt or truncated image ({exc})"
+        ) from None

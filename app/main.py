@@ -95,8 +95,9 @@ def run(argv: list[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(
-        prog="cifar10-serve", description="Serve the CIFAR-10 model over HTTP. "
-        "Every option can also be set as a CIFAR10_* environment variable (see README)."
+        prog="cifar10-serve",
+        description="Serve the CIFAR-10 model over HTTP. "
+        "Every option can also be set as a CIFAR10_* environment variable (see README).",
     )
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)

@@ -26,26 +26,37 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self.requests = Counter(
-            "http_requests_total", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=r,
+            "http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "HTTP request latency by route.",
-            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+            "http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("http_requests_in_flight", "Requests being handled.", registry=r)
         self.batch_size = Histogram(
             "inference_batch_size", "Images per model call.", buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_wait = Histogram(
-            "inference_queue_wait_seconds", "Time an image waits before its model call.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "inference_queue_wait_seconds",
+            "Time an image waits before its model call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_time = Histogram(
-            "inference_duration_seconds", "Duration of one model call.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "inference_duration_seconds",
+            "Duration of one model call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.queue_depth = Gauge("inference_queue_depth", "Images waiting for the model.", registry=r)
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "Images waiting for the model.", registry=r
+        )
         self.rejected = Counter(
             "inference_rejected_total", "Requests refused because the queue was full.", registry=r
         )

@@ -12,7 +12,16 @@ import numpy as np
 from PIL import Image
 
 CLASS_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
@@ -51,7 +60,9 @@ def write_cifar_tar(layout_dir: Path, archive: Path) -> Path:
     return archive
 
 
-def image_bytes(fmt: str = "PNG", size=(32, 32), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
+def image_bytes(
+    fmt: str = "PNG", size=(32, 32), mode: str = "RGB", color=(200, 30, 30), **save
+) -> bytes:
     img = Image.new(mode, size, color if mode in ("RGB", "RGBA", "CMYK") else 128)
     if mode == "RGB":
         arr = np.asarray(img).copy()
@@ -80,8 +91,14 @@ def export_tiny_model(models_dir: Path, name: str = "tiny", version: int = 1) ->
     from training.export import build_card, write_export
 
     card = build_card(
-        name=name, version=version, class_names=CLASS_NAMES, internal_size=32, tta_flip=False,
-        weights_source="tiny test model", data={"source": "generated"}, training={},
+        name=name,
+        version=version,
+        class_names=CLASS_NAMES,
+        internal_size=32,
+        tta_flip=False,
+        weights_source="tiny test model",
+        data={"source": "generated"},
+        training={},
         metrics=None,
     )
     return write_export(build_tiny_contract_model(), models_dir, name, version, card)

@@ -26,42 +26,74 @@ DEFAULT_DATA_HELP = (
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model into a run directory",
-                       description="Train ResNet50 on CIFAR-10; checkpoints every epoch.")
+    p = sub.add_parser(
+        "train",
+        help="train a model into a run directory",
+        description="Train ResNet50 on CIFAR-10; checkpoints every epoch.",
+    )
     d = TrainConfig()
     p.add_argument("--config", help="JSON file with any of the options below (flags win)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the checkpoint in --run-dir (its saved configuration is used)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoint in --run-dir (its saved configuration is used)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--data", help=f"{DEFAULT_DATA_HELP} (default: {d.data})")
-    g.add_argument("--val-fraction", type=float, help=f"validation share of training set ({d.val_fraction})")
+    g.add_argument(
+        "--val-fraction", type=float, help=f"validation share of training set ({d.val_fraction})"
+    )
     g.add_argument("--limit-train", type=int, help="use only the first N training images (debug)")
     g = p.add_argument_group("model")
     g.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 path (none)")
-    g.add_argument("--internal-size", type=int, help=f"resize inside the model to N px ({d.internal_size})")
-    g.add_argument("--size-schedule", type=parse_size_schedule,
-                   help="progressive resizing, epoch:size pairs, e.g. 0:32,6:48,12:64")
+    g.add_argument(
+        "--internal-size", type=int, help=f"resize inside the model to N px ({d.internal_size})"
+    )
+    g.add_argument(
+        "--size-schedule",
+        type=parse_size_schedule,
+        help="progressive resizing, epoch:size pairs, e.g. 0:32,6:48,12:64",
+    )
     g.add_argument("--dropout", type=float, help=f"head dropout ({d.dropout})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"total epochs ({d.epochs})")
-    g.add_argument("--head-epochs", type=int, help=f"frozen-backbone epochs with pretrained weights ({d.head_epochs})")
-    g.add_argument("--finetune-stages", type=int, help="unfreeze only the top N ResNet stages (default all)")
+    g.add_argument(
+        "--head-epochs",
+        type=int,
+        help=f"frozen-backbone epochs with pretrained weights ({d.head_epochs})",
+    )
+    g.add_argument(
+        "--finetune-stages", type=int, help="unfreeze only the top N ResNet stages (default all)"
+    )
     g.add_argument("--batch-size", type=int, help=f"({d.batch_size})")
     g.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"({d.optimizer})")
     g.add_argument("--learning-rate", type=float, help=f"peak learning rate ({d.learning_rate})")
     g.add_argument("--finetune-learning-rate", type=float, help=f"({d.finetune_learning_rate})")
-    g.add_argument("--warmup-epochs", type=float, help=f"linear warm-up, then cosine to 0 ({d.warmup_epochs})")
-    g.add_argument("--weight-decay", type=float, help=f"decoupled, times the learning rate ({d.weight_decay})")
+    g.add_argument(
+        "--warmup-epochs", type=float, help=f"linear warm-up, then cosine to 0 ({d.warmup_epochs})"
+    )
+    g.add_argument(
+        "--weight-decay", type=float, help=f"decoupled, times the learning rate ({d.weight_decay})"
+    )
     g.add_argument("--label-smoothing", type=float, help=f"({d.label_smoothing})")
     g.add_argument("--mix", choices=["none", "cutmix", "mixup"], help=f"batch mixing ({d.mix})")
     g.add_argument("--mix-prob", type=float, help=f"share of batches mixed ({d.mix_prob})")
     g = p.add_argument_group("run")
     g.add_argument("--run-dir", help=f"outputs and checkpoints ({d.run_dir})")
     g.add_argument("--seed", type=int, help=f"({d.seed})")
-    g.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                   help=f"({d.precision}); mixed_bfloat16 is ~2x faster on CPUs with AVX-512 BF16")
-    g.add_argument("--time-budget-min", type=float, help="stop cleanly after N minutes, keeping the best weights")
-    g.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)")
+    g.add_argument(
+        "--precision",
+        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        help=f"({d.precision}); mixed_bfloat16 is ~2x faster on CPUs with AVX-512 BF16",
+    )
+    g.add_argument(
+        "--time-budget-min",
+        type=float,
+        help="stop cleanly after N minutes, keeping the best weights",
+    )
+    g.add_argument(
+        "--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)"
+    )
 
 
 def _eval_parser(sub) -> None:
@@ -70,10 +102,16 @@ def _eval_parser(sub) -> None:
     src.add_argument("--run", type=Path, help="a training run directory")
     src.add_argument("--saved-model", type=Path, help="an exported SavedModel version directory")
     p.add_argument("--data", default="download", help=DEFAULT_DATA_HELP)
-    p.add_argument("--split", choices=["test", "val"], default="test",
-                   help="official test set (default) or the run's validation split")
+    p.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="official test set (default) or the run's validation split",
+    )
     p.add_argument("--internal-size", type=int, help="with --run: evaluate at this size")
-    p.add_argument("--tta-flip", action="store_true", help="with --run: average with the mirror image")
+    p.add_argument(
+        "--tta-flip", action="store_true", help="with --run: average with the mirror image"
+    )
     p.add_argument("--out", type=Path, help="write the report as JSON here")
     p.add_argument("--confusion-png", type=Path, help="write the confusion matrix figure here")
 
@@ -85,8 +123,12 @@ def _export_parser(sub) -> None:
     p.add_argument("--name", default="cifar10-resnet50", help="(cifar10-resnet50)")
     p.add_argument("--version", type=int, help="integer version (default: next free)")
     p.add_argument("--internal-size", type=int, help="served internal size (default: the run's)")
-    p.add_argument("--tta-flip", action="store_true", help="average with the mirror image in the graph")
-    p.add_argument("--data", help="evaluate the export on this data's official test set for the card")
+    p.add_argument(
+        "--tta-flip", action="store_true", help="average with the mirror image in the graph"
+    )
+    p.add_argument(
+        "--data", help="evaluate the export on this data's official test set for the card"
+    )
     p.add_argument("--card-extra", type=Path, help="JSON object merged into the model card")
 
 
@@ -124,16 +166,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_train_config(args)
     result = train(cfg, resume=args.resume)
-    print(json.dumps({"run_dir": str(result.run_dir), "best_val_accuracy": result.best_val_accuracy,
-                      "epochs_completed": result.epochs_completed,
-                      "stopped_by_budget": result.stopped_by_budget,
-                      "wall_time_s": result.wall_time_s}))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(result.run_dir),
+                "best_val_accuracy": result.best_val_accuracy,
+                "epochs_completed": result.epochs_completed,
+                "stopped_by_budget": result.stopped_by_budget,
+                "wall_time_s": result.wall_time_s,
+            }
+        )
+    )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import (
-        classification_report, evaluation_split, keras_predictor, load_run_model, predict,
+        classification_report,
+        evaluation_split,
+        keras_predictor,
+        load_run_model,
+        predict,
         saved_model_predictor,
     )
     from training.plots import plot_confusion_matrix
@@ -154,18 +207,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     if args.confusion_png:
-        plot_confusion_matrix(report["confusion_matrix"], class_names, args.confusion_png,
-                              f"{args.split}: accuracy {report['accuracy']:.2%}")
-    print(json.dumps({"split": args.split, "accuracy": report["accuracy"], "images": report["images"],
-                      "per_class_recall": {k: round(v["recall"], 4) for k, v in report["per_class"].items()}}))
+        plot_confusion_matrix(
+            report["confusion_matrix"],
+            class_names,
+            args.confusion_png,
+            f"{args.split}: accuracy {report['accuracy']:.2%}",
+        )
+    print(
+        json.dumps(
+            {
+                "split": args.split,
+                "accuracy": report["accuracy"],
+                "images": report["images"],
+                "per_class_recall": {
+                    k: round(v["recall"], 4) for k, v in report["per_class"].items()
+                },
+            }
+        )
+    )
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.export import build_card, write_export
     from training.evaluate import (
-        classification_report, evaluation_split, keras_predictor, load_run_model, predict,
+        classification_report,
+        evaluation_split,
+        keras_predictor,
+        load_run_model,
+        predict,
     )
+    from training.export import build_card, write_export
     from training.plots import plot_confusion_matrix
 
     model, cfg = load_run_model(args.run, args.internal_size, args.tta_flip)
@@ -181,23 +252,37 @@ def cmd_export(args: argparse.Namespace) -> int:
         metrics = {"test": served}
         if args.tta_flip:
             plain_model, _ = load_run_model(args.run, size, tta_flip=False)
-            plain = classification_report(test.y, predict(keras_predictor(plain_model), test.x), class_names)
+            plain = classification_report(
+                test.y, predict(keras_predictor(plain_model), test.x), class_names
+            )
             metrics["test_plain_accuracy"] = plain["accuracy"]
         figure = args.run / "confusion_matrix_test.png"
-        plot_confusion_matrix(served["confusion_matrix"], class_names, figure,
-                              f"official test set: accuracy {served['accuracy']:.2%}")
+        plot_confusion_matrix(
+            served["confusion_matrix"],
+            class_names,
+            figure,
+            f"official test set: accuracy {served['accuracy']:.2%}",
+        )
         figures.append(figure)
     extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
     card = build_card(
-        name=args.name, version=0, class_names=data_info["class_names"], internal_size=size,
+        name=args.name,
+        version=0,
+        class_names=data_info["class_names"],
+        internal_size=size,
         tta_flip=args.tta_flip,
         weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": history["summary"]},
-        metrics=metrics, extra=extra,
+        metrics=metrics,
+        extra=extra,
     )
     path = write_export(model, args.models_dir, args.name, args.version, card, figures)
-    print(json.dumps({"exported": str(path), "test_accuracy": metrics and metrics["test"]["accuracy"]}))
+    print(
+        json.dumps(
+            {"exported": str(path), "test_accuracy": metrics and metrics["test"]["accuracy"]}
+        )
+    )
     return 0
 
 

@@ -105,7 +105,9 @@ def parse_size_schedule(value: str | dict) -> dict[int, int]:
     try:
         return {int(k): int(v) for k, v in items}
     except ValueError:
-        raise ConfigError(f"size schedule must look like '0:32,6:48,12:64', got {value!r}") from None
+        raise ConfigError(
+            f"size schedule must look like '0:32,6:48,12:64', got {value!r}"
+        ) from None
 
 
 def load_config_file(path: str | Path) -> dict:

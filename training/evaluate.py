@@ -21,7 +21,9 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 def predict(predictor: Predictor, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
     """Probabilities ``(n, 10)`` for uint8 images, in batches."""
-    out = [np.asarray(predictor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    out = [
+        np.asarray(predictor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
@@ -82,7 +84,9 @@ def load_run_model(run_dir: Path, internal_size: int | None = None, tta_flip: bo
     return wrap_for_input(classifier, internal_size or cfg.internal_size, tta_flip), cfg
 
 
-def evaluation_split(data_source: str, split: str, cfg: TrainConfig | None) -> tuple[Split, list[str], str, str]:
+def evaluation_split(
+    data_source: str, split: str, cfg: TrainConfig | None
+) -> tuple[Split, list[str], str, str]:
     data = load_cifar10(data_source)
     if split == "test":
         return data.test, data.class_names, data.source, data.sha256

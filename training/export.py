@@ -72,10 +72,18 @@ def build_card(
         "git_commit": git_commit(),
         "signature": {
             "name": SIGNATURE,
-            "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, *INPUT_SHAPE],
-                      "layout": "NHWC RGB 0..255"},
-            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, NUM_CLASSES],
-                       "meaning": "class probabilities in class_names order"},
+            "input": {
+                "name": INPUT_NAME,
+                "dtype": "uint8",
+                "shape": [None, *INPUT_SHAPE],
+                "layout": "NHWC RGB 0..255",
+            },
+            "output": {
+                "name": OUTPUT_NAME,
+                "dtype": "float32",
+                "shape": [None, NUM_CLASSES],
+                "meaning": "class probabilities in class_names order",
+            },
         },
         "class_names": class_names,
         "preprocessing_in_graph": [
@@ -98,7 +106,11 @@ def build_card(
 
 
 def write_export(
-    model: keras.Model, models_dir: Path, name: str, version: int | None, card: dict,
+    model: keras.Model,
+    models_dir: Path,
+    name: str,
+    version: int | None,
+    card: dict,
     figures: list[Path] = (),
 ) -> Path:
     """Export to ``models_dir/name/version`` (next free version by default); return the path."""

@@ -29,8 +29,15 @@ def plot_learning_curves(history: list[dict], path: Path) -> None:
         if sizes[i] != sizes[i - 1]:
             for ax in axes:
                 ax.axvline(epochs[i] - 0.5, color="grey", ls=":", lw=1)
-                ax.text(epochs[i] - 0.5, ax.get_ylim()[1], f"{sizes[i]}px", fontsize=7,
-                        va="top", ha="left", color="grey")
+                ax.text(
+                    epochs[i] - 0.5,
+                    ax.get_ylim()[1],
+                    f"{sizes[i]}px",
+                    fontsize=7,
+                    va="top",
+                    ha="left",
+                    color="grey",
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -51,8 +58,15 @@ def plot_confusion_matrix(
     ax.set_title(title)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -24,8 +24,8 @@ import numpy as np
 from training.augment import AugmentedBatches, one_hot
 from training.config import ConfigError, TrainConfig
 from training.data import Split, load_cifar10, split_validation
-from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.evaluate import classification_report, keras_predictor, predict
+from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
 from training.provenance import cpu_description
 
@@ -256,8 +256,16 @@ def train(
     train_split, val, class_names, source, sha256 = _prepare_data(cfg)
     cfg.write(run_dir / "config.json")
     (run_dir / "data.json").write_text(
-        json.dumps({"source": source, "sha256": sha256, "class_names": class_names,
-                    "train_images": len(train_split), "val_images": len(val)}, indent=2)
+        json.dumps(
+            {
+                "source": source,
+                "sha256": sha256,
+                "class_names": class_names,
+                "train_images": len(train_split),
+                "val_images": len(val),
+            },
+            indent=2,
+        )
     )
 
     classifier = build_classifier(cfg.weights, cfg.dropout)
@@ -300,7 +308,9 @@ def train(
                 epochs=end,
                 verbose=cfg.verbose,
                 callbacks=[
-                    _EpochSetter(dataset), budget, _Checkpointer(run, phase, size, budget),
+                    _EpochSetter(dataset),
+                    budget,
+                    _Checkpointer(run, phase, size, budget),
                     *callbacks,
                 ],
             )
@@ -324,16 +334,21 @@ def train(
         final = wrap_for_input(classifier, cfg.size_at(cfg.epochs - 1))
         report = classification_report(val.y, predict(keras_predictor(final), val.x), class_names)
         summary["final_val_accuracy"] = report["accuracy"]
-        plot_confusion_matrix(report["confusion_matrix"], class_names,
-                              run_dir / "confusion_matrix_val.png",
-                              f"validation: accuracy {report['accuracy']:.2%}")
+        plot_confusion_matrix(
+            report["confusion_matrix"],
+            class_names,
+            run_dir / "confusion_matrix_val.png",
+            f"validation: accuracy {report['accuracy']:.2%}",
+        )
     (run_dir / "history.json").write_text(
         json.dumps({"summary": summary, "epochs": run.history}, indent=2)
     )
     plot_learning_curves(run.history, run_dir / "learning_curves.png")
     return TrainResult(
-        run_dir, run.history, summary["best_val_accuracy"], summary["epochs_completed"],
-        budget.stopped, summary["wall_time_s"],
+        run_dir,
+        run.history,
+        summary["best_val_accuracy"],
+        summary["epochs_completed"],
+        budget.stopped,
+        summary["wall_time_s"],
     )
-
-

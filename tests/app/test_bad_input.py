@@ -1,4 +1,4 @@
-"""Every bad input gets a JSON error with a stable shape and status, and the server keeps serving."""
+"""Every bad input gets a JSON error of one shape and the right status; serving goes on."""
 
 from __future__ import annotations
 
@@ -17,22 +17,44 @@ def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
     chunk = b"IHDR" + ihdr
     start = raw.index(b"IHDR") - 4
     end = start + 4 + len(chunk) + 4
-    return raw[:start] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[end:]
+    return (
+        raw[:start]
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + raw[end:]
+    )
 
 
 CASES = [
     ("not_an_image", {"file": ("a.png", b"hello, I am text", "image/png")}, 400, "invalid_image"),
-    ("truncated", {"file": ("a.png", image_bytes("PNG", size=(64, 64))[:120], "image/png")}, 400,
-     "invalid_image"),
+    (
+        "truncated",
+        {"file": ("a.png", image_bytes("PNG", size=(64, 64))[:120], "image/png")},
+        400,
+        "invalid_image",
+    ),
     ("empty", {"file": ("a.png", b"", "image/png")}, 400, "empty_file"),
     ("text_type", {"file": ("a.txt", b"plain words", "text/plain")}, 415, "unsupported_media_type"),
-    ("ico_format", {"file": ("a.ico", image_bytes("ICO", size=(16, 16)), "image/x-icon")}, 415,
-     "unsupported_image_type"),
+    (
+        "ico_format",
+        {"file": ("a.ico", image_bytes("ICO", size=(16, 16)), "image/x-icon")},
+        415,
+        "unsupported_image_type",
+    ),
     ("bomb", {"file": ("bomb.png", huge_png(), "image/png")}, 413, "image_too_large"),
-    ("bomb_over_our_limit", {"file": ("b.png", huge_png(8000, 8000), "image/png")}, 413,
-     "image_too_large"),
-    ("file_too_large", {"file": ("big.bmp", image_bytes("BMP", size=(300, 300)), "image/bmp")}, 413,
-     "file_too_large"),
+    (
+        "bomb_over_our_limit",
+        {"file": ("b.png", huge_png(8000, 8000), "image/png")},
+        413,
+        "image_too_large",
+    ),
+    (
+        "file_too_large",
+        {"file": ("big.bmp", image_bytes("BMP", size=(300, 300)), "image/bmp")},
+        413,
+        "file_too_large",
+    ),
 ]
 
 
@@ -61,8 +83,14 @@ def test_too_many_files_is_413(client):
 
 def test_declared_body_over_the_request_cap_is_refused_before_reading(client):
     cap = client.app.state.settings.max_request_bytes
-    r = client.post("/predict", content=b"x" * 10, headers={
-        "content-type": "multipart/form-data; boundary=zzz", "content-length": str(cap + 1)})
+    r = client.post(
+        "/predict",
+        content=b"x" * 10,
+        headers={
+            "content-type": "multipart/form-data; boundary=zzz",
+            "content-length": str(cap + 1),
+        },
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
@@ -73,8 +101,9 @@ def test_streamed_body_over_the_cap_is_cut_off_while_reading(client):
         for _ in range(cap // 65536 + 2):
             yield b"0" * 65536
 
-    r = client.post("/predict", content=chunks(),
-                    headers={"content-type": "multipart/form-data; boundary=zzz"})
+    r = client.post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=zzz"}
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 

@@ -61,7 +61,9 @@ def test_queue_limit_refuses_instead_of_growing():
         await b.ready.wait()
         first = asyncio.create_task(b.submit(np.zeros((2, 1, 1, 3), np.uint8)))
         await asyncio.sleep(0.05)  # first batch is now running; the queue is empty
-        waiting = [asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)]
+        waiting = [
+            asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)
+        ]
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError):
             await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
@@ -113,9 +115,12 @@ def test_concurrent_http_requests_match_sequential_answers(client):
         for p in payloads
     ]
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(
-            lambda p: client.post("/predict", files={"file": ("x.png", p, "image/png")}), payloads
-        ))
+        responses = list(
+            pool.map(
+                lambda p: client.post("/predict", files={"file": ("x.png", p, "image/png")}),
+                payloads,
+            )
+        )
     for r, expected in zip(responses, sequential, strict=True):
         assert r.status_code == 200
         assert r.json()["probabilities"] == pytest.approx(expected, abs=1e-5)

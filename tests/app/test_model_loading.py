@@ -32,7 +32,9 @@ def test_newest_version_is_chosen_unless_pinned(tmp_path, tiny_model_root):
         ("no_pb", "no saved_model.pb"),
     ],
 )
-def test_unusable_model_gives_one_line_error_naming_the_path(tmp_path, tiny_model_root, damage, message):
+def test_unusable_model_gives_one_line_error_naming_the_path(
+    tmp_path, tiny_model_root, damage, message
+):
     root = tmp_path / "m"
     if damage != "nothing":
         root.mkdir()
@@ -57,7 +59,9 @@ def test_serve_command_exits_nonzero_with_one_line(tmp_path):
     missing = tmp_path / "absent"
     proc = subprocess.run(
         [sys.executable, "-c", "from app.main import run; run()", "--model-dir", str(missing)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: model directory not found"

@@ -17,7 +17,10 @@ def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
     assert before.get("/health").status_code == 200
     r = before.get("/health/ready")
     assert r.status_code == 503 and r.json()["status"] == "starting"
-    assert before.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code == 503
+    assert (
+        before.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code
+        == 503
+    )
     with TestClient(app) as client:
         wait_ready(client)
         r = client.get("/health/ready")
@@ -49,7 +52,12 @@ def test_metrics_change_as_requests_arrive(client):
     b0 = _metric(before, "inference_batch_size_count")
     p0 = sum(_metric(before, "predictions_total", label=c) for c in CLASS_NAMES)
     for _ in range(3):
-        assert client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code == 200
+        assert (
+            client.post(
+                "/predict", files={"file": ("a.png", image_bytes(), "image/png")}
+            ).status_code
+            == 200
+        )
     client.post("/predict", files={"file": ("a.png", b"", "image/png")})
     after = client.get("/metrics")
     assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
@@ -60,8 +68,12 @@ def test_metrics_change_as_requests_arrive(client):
     assert sum(_metric(text, "predictions_total", label=c) for c in CLASS_NAMES) == p0 + 3
     assert _metric(text, "http_request_duration_seconds_count", route="/predict") >= n0 + 4
     assert 'model_info{name="tiny",version="1"} 1.0' in text
-    for name in ("inference_queue_wait_seconds_count", "inference_queue_depth",
-                 "inference_duration_seconds_count", "process_resident_memory_bytes"):
+    for name in (
+        "inference_queue_wait_seconds_count",
+        "inference_queue_depth",
+        "inference_duration_seconds_count",
+        "process_resident_memory_bytes",
+    ):
         assert re.search(rf"^{name}", text, re.M), name
 
 

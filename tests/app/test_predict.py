@@ -62,7 +62,9 @@ def test_top_k_query_parameter(client):
 )
 def test_accepted_formats_and_modes(client, fmt, mode, save):
     data = image_bytes(fmt, size=(50, 40), mode=mode, **save)
-    r = client.post("/predict", files={"file": (f"x.{fmt.lower()}", data, "application/octet-stream")})
+    r = client.post(
+        "/predict", files={"file": (f"x.{fmt.lower()}", data, "application/octet-stream")}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["label"] in CLASS_NAMES
 

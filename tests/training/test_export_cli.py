@@ -19,8 +19,18 @@ pytestmark = pytest.mark.slow
 
 def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir, tmp_path, capsys):
     models = tmp_path / "models"
-    argv = ["export", "--run", str(trained_run), "--models-dir", str(models), "--name", "c10",
-            "--data", str(cifar_dir), "--tta-flip"]
+    argv = [
+        "export",
+        "--run",
+        str(trained_run),
+        "--models-dir",
+        str(models),
+        "--name",
+        "c10",
+        "--data",
+        str(cifar_dir),
+        "--tta-flip",
+    ]
     assert main(argv) == 0
     version_dir = models / "c10" / "1"
     assert (version_dir / "saved_model.pb").is_file()
@@ -37,7 +47,11 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     card = json.loads((version_dir / "model_card.json").read_text())
     assert card["class_names"] == CLASS_NAMES and card["version"] == 1
     assert card["signature"]["input"] == {
-        "name": "image", "dtype": "uint8", "shape": [None, 32, 32, 3], "layout": "NHWC RGB 0..255"}
+        "name": "image",
+        "dtype": "uint8",
+        "shape": [None, 32, 32, 3],
+        "layout": "NHWC RGB 0..255",
+    }
     assert card["internal_size"] == 32 and card["tta_flip"] is True
     assert card["weights_source"] == "none (random initialization)"
     assert len(card["data"]["sha256"]) == 64
@@ -60,8 +74,22 @@ def test_evaluate_saved_model_and_run_agree(trained_run, cifar_dir, tmp_path, ca
     capsys.readouterr()
     out = tmp_path / "report.json"
     png = tmp_path / "cm.png"
-    assert main(["evaluate", "--saved-model", str(models / "cifar10-resnet50" / "1"),
-                 "--data", str(cifar_dir), "--out", str(out), "--confusion-png", str(png)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--saved-model",
+                str(models / "cifar10-resnet50" / "1"),
+                "--data",
+                str(cifar_dir),
+                "--out",
+                str(out),
+                "--confusion-png",
+                str(png),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = json.loads(out.read_text())
     assert printed["accuracy"] == report["accuracy"] and report["images"] == 20
@@ -70,21 +98,33 @@ def test_evaluate_saved_model_and_run_agree(trained_run, cifar_dir, tmp_path, ca
     assert main(["evaluate", "--run", str(trained_run), "--data", str(cifar_dir)]) == 0
     from_run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert from_run["accuracy"] == pytest.approx(report["accuracy"])
-    assert main(["evaluate", "--run", str(trained_run), "--data", str(cifar_dir), "--split", "val"]) == 0
+    assert (
+        main(["evaluate", "--run", str(trained_run), "--data", str(cifar_dir), "--split", "val"])
+        == 0
+    )
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_help_and_one_line_errors(tmp_path):
     help_ = _cli("train", "--help")
-    assert help_.returncode == 0 and "--size-schedule" in help_.stdout and "--resume" in help_.stdout
+    assert (
+        help_.returncode == 0 and "--size-schedule" in help_.stdout and "--resume" in help_.stdout
+    )
     bad = _cli("train", "--epochs", "0", "--run-dir", str(tmp_path / "r"))
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: epochs must be at least 1"
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip().splitlines()[-1] == "error: epochs must be at least 1"
+    )
     missing = _cli("train", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r"))
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope'}: no such file or directory"
+    assert (
+        missing.stderr.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'nope'}: no such file or directory"
+    )
     usage = _cli("train", "--epochs", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr

@@ -35,7 +35,10 @@ def test_contract_uint8_in_probabilities_out():
 def test_mixed_precision_keeps_float32_probabilities():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_model(internal_size=32)
-    assert model.get_layer("resnet50_cifar10").get_layer("probs").dtype_policy.compute_dtype == "float32"
+    assert (
+        model.get_layer("resnet50_cifar10").get_layer("probs").dtype_policy.compute_dtype
+        == "float32"
+    )
     probs = np.asarray(model.predict_on_batch(_images()))
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
@@ -46,7 +49,9 @@ def test_test_time_flip_is_mirror_invariant_and_shares_weights():
     plain, flipped = wrap_for_input(classifier, 32), wrap_for_input(classifier, 32, tta_flip=True)
     x = _images()
     mirrored = x[:, :, ::-1]
-    np.testing.assert_allclose(flipped.predict_on_batch(x), flipped.predict_on_batch(mirrored), atol=1e-5)
+    np.testing.assert_allclose(
+        flipped.predict_on_batch(x), flipped.predict_on_batch(mirrored), atol=1e-5
+    )
     expected = (plain.predict_on_batch(x) + plain.predict_on_batch(mirrored)) / 2
     np.testing.assert_allclose(flipped.predict_on_batch(x), expected, atol=1e-5)
 
@@ -63,8 +68,10 @@ def test_head_phase_really_freezes_the_backbone(local_backbone_weights):
     model.train_on_batch(_images(), y)
     for b, a in zip(before_backbone, backbone.weights, strict=True):
         np.testing.assert_array_equal(b, np.array(a))
-    assert any(not np.allclose(b, np.array(a)) for b, a in
-               zip(before_head, classifier.get_layer("probs").weights, strict=True))
+    assert any(
+        not np.allclose(b, np.array(a))
+        for b, a in zip(before_head, classifier.get_layer("probs").weights, strict=True)
+    )
 
 
 def test_finetune_unfreezes_top_stages_but_not_batchnorm(local_backbone_weights):
@@ -74,7 +81,9 @@ def test_finetune_unfreezes_top_stages_but_not_batchnorm(local_backbone_weights)
     conv5 = [layer for layer in layers if layer.name.startswith("conv5_") and layer.weights]
     assert any(layer.trainable for layer in conv5)
     assert not any(layer.trainable for layer in layers if layer.name.startswith("conv4_"))
-    assert not any(layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(
+        layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
 
 
 def test_weights_option_validation(tmp_path):

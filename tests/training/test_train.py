@@ -13,9 +13,16 @@ from training.config import ConfigError, TrainConfig
 from training.train import plan_phases, segments, train
 
 DECLARED_OUTPUTS = [
-    "config.json", "data.json", "history.json", "model.weights.h5", "best.weights.h5",
-    "learning_curves.png", "confusion_matrix_val.png", "checkpoint/state.json",
-    "checkpoint/last.weights.h5", "checkpoint/optimizer.npz",
+    "config.json",
+    "data.json",
+    "history.json",
+    "model.weights.h5",
+    "best.weights.h5",
+    "learning_curves.png",
+    "confusion_matrix_val.png",
+    "checkpoint/state.json",
+    "checkpoint/last.weights.h5",
+    "checkpoint/optimizer.npz",
 ]
 
 
@@ -27,7 +34,9 @@ def test_phases_and_size_schedule_are_planned_from_the_config():
     assert segments(cfg, full, 3) == [(3, 4, 48), (4, 6, 64)]
     pre = TrainConfig(epochs=5, weights="imagenet", head_epochs=2, finetune_learning_rate=0.001)
     assert [(p.name, p.start, p.end, p.learning_rate) for p in plan_phases(pre)] == [
-        ("head", 0, 2, pre.learning_rate), ("finetune", 2, 5, 0.001)]
+        ("head", 0, 2, pre.learning_rate),
+        ("finetune", 2, 5, 0.001),
+    ]
 
 
 def test_config_rejects_bad_values():
@@ -43,7 +52,14 @@ def test_smoke_run_writes_every_declared_output(trained_run):
         assert (trained_run / name).is_file(), name
     history = json.loads((trained_run / "history.json").read_text())
     (row,) = history["epochs"]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "internal_size"} <= set(row)
+    assert {
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "internal_size",
+    } <= set(row)
     assert history["summary"]["epochs_completed"] == 1
     assert history["summary"]["hardware"]["cores"] >= 1
     assert json.loads((trained_run / "config.json").read_text())["internal_size"] == 32
@@ -83,9 +99,15 @@ def test_time_budget_stops_cleanly_and_keeps_weights(cifar_dir, tmp_path):
 
 @pytest.mark.slow
 def test_pretrained_weights_run_head_then_finetune(cifar_dir, tmp_path, local_backbone_weights):
-    result = train(tiny_config(
-        cifar_dir, tmp_path, weights=str(local_backbone_weights), epochs=2, head_epochs=1,
-        finetune_stages=1,
-    ))
+    result = train(
+        tiny_config(
+            cifar_dir,
+            tmp_path,
+            weights=str(local_backbone_weights),
+            epochs=2,
+            head_epochs=1,
+            finetune_stages=1,
+        )
+    )
     assert [r["phase"] for r in result.history] == ["head", "finetune"]
     assert all(np.isfinite(r["loss"]) for r in result.history)

@@ -38,6 +38,10 @@ async def ready(request: Request):
 async def model_card(model: ModelDep) -> dict:
     return {
         **model.card,
-        "served": {"name": model.name, "version": model.version, "path": str(model.path),
-                   "input_size": list(model.input_size)},
+        "served": {
+            "name": model.name,
+            "version": model.version,
+            "path": str(model.path),
+            "input_size": list(model.input_size),
+        },
     }

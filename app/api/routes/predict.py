@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -44,7 +46,8 @@ async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise APIError(
-            413, "file_too_large",
+            413,
+            "file_too_large",
             f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
         )
     return await run_in_threadpool(
@@ -74,13 +77,21 @@ async def predict(
     model: ModelDep,
     batcher: BatcherDep,
     metrics: MetricsDep,
-    file: UploadFile | None = File(None, description="One image (what `curl -F file=@x.png` sends)."),
-    files: list[UploadFile] | None = File(None, description="Several images, one result each."),
-    top_k: int | None = Query(None, ge=1, le=10, description="How many top classes to list."),
+    file: Annotated[
+        UploadFile | None, File(description="One image (what `curl -F file=@x.png` sends).")
+    ] = None,
+    files: Annotated[
+        list[UploadFile] | None, File(description="Several images, one result each.")
+    ] = None,
+    top_k: Annotated[
+        int | None, Query(ge=1, le=10, description="How many top classes to list.")
+    ] = None,
 ) -> PredictResponse | BatchPredictResponse:
     uploads = ([file] if file else []) + list(files or [])
     if not uploads:
-        raise APIError(422, "missing_file", "send an image in the multipart field 'file' or 'files'")
+        raise APIError(
+            422, "missing_file", "send an image in the multipart field 'file' or 'files'"
+        )
     if len(uploads) > settings.max_files:
         raise APIError(
             413, "too_many_files", f"{len(uploads)} files sent; the limit is {settings.max_files}"
@@ -89,8 +100,9 @@ async def predict(
     try:
         probs = await batcher.submit(images)
     except QueueFullError as exc:
-        raise APIError(503, "overloaded", f"server busy ({exc}); retry shortly",
-                       {"Retry-After": "1"}) from None
+        raise APIError(
+            503, "overloaded", f"server busy ({exc}); retry shortly", {"Retry-After": "1"}
+        ) from None
     except BatcherClosedError as exc:
         raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
     k = min(top_k or settings.default_top_k, len(model.class_names))

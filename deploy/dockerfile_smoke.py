@@ -1,0 +1,113 @@
+"""Run the Dockerfile's install and start steps outside Docker (no engine on CI machines).
+
+Reads the Dockerfile itself: its ENV values, its ``pip install`` steps (run in a fresh
+virtualenv), its CMD (started with that environment) and its HEALTHCHECK command (polled
+until the server reports ready). Then one real prediction, and a clean SIGTERM shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    steps = dockerfile_instructions()
+    env = dict(os.environ)
+    for op, rest in steps:
+        if op == "ENV":
+            for key, value in re.findall(r"(\w+)=(\S+)", rest):
+                env[key] = value
+    env["CIFAR10_MODEL_DIR"] = str(ROOT / os.path.relpath(env["CIFAR10_MODEL_DIR"], "/app"))
+    port = free_port()
+    env["CIFAR10_PORT"] = str(port)
+
+    venv = Path(tempfile.mkdtemp(prefix="docker-steps-")) / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    for op, rest in steps:
+        if op != "RUN":
+            continue
+        for command in rest.split("&&"):
+            argv = shlex.split(command)
+            if argv and argv[0] == "pip":
+                print("+", command.strip(), flush=True)
+                subprocess.run(
+                    [str(venv / "bin" / "pip"), *argv[1:]],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+    cmd = json.loads(next(rest for op, rest in steps if op == "CMD"))
+    health = next(rest for op, rest in steps if op == "HEALTHCHECK")
+    health_cmd = shlex.split(health.split(" CMD ", 1)[1])
+    health_cmd[0] = str(venv / "bin" / health_cmd[0])
+
+    print("+", " ".join(cmd), flush=True)
+    server = subprocess.Popen(
+        [str(venv / "bin" / cmd[0]), *cmd[1:]], cwd=tempfile.gettempdir(), env=env
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while subprocess.run(health_cmd, env=env, capture_output=True).returncode != 0:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("server did not become ready")
+            time.sleep(1)
+        print("HEALTHCHECK passed", flush=True)
+        boundary = "smoke"
+        png = (ROOT / "samples" / "cat.png").read_bytes()
+        body = (
+            (
+                f"--{boundary}\r\n"
+                f'Content-Disposition: form-data; name="file"; filename="cat.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        print("predict:", answer["label"], round(answer["probability"], 3), flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    print("server exit code", code)
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Swagger UI in a real headless Chromium, offline: open /docs, upload an image, read the answer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(
+                "Chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+            )
+        pytest.skip("Chromium/chromedriver not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
+        "--window-size=1400,2000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_swagger_try_it_out_uploads_an_image(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{server.base}/docs")
+    op = wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "[id^='operations-prediction-predict']"))
+    )
+    op.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".try-out__btn"))).click()
+    file_input = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
+    file_input.send_keys(str(ROOT / "samples" / "cat.png"))
+    browser.find_element(By.CSS_SELECTOR, ".execute").click()
+    body = wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, ".live-responses-table .response-col_description pre")
+        )
+    )
+    wait.until(lambda _: '"label"' in body.text)
+    status = browser.find_element(By.CSS_SELECTOR, ".live-responses-table .response-col_status")
+    assert status.text.strip() == "200"
+    assert '"probabilities"' in body.text and '"model"' in body.text
+    browser.save_screenshot(str(tmp_path / "swagger.png"))

@@ -1,0 +1,90 @@
+"""The real server, as users run it: a subprocess on a port, real multipart clients, SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import ROOT, Server
+from tests.helpers import CLASS_NAMES
+
+CAT = ROOT / "samples" / "cat.png"
+
+
+def test_upload_with_a_real_multipart_client(server):
+    with CAT.open("rb") as f:
+        r = httpx.post(
+            f"{server.base}/predict", files={"file": ("cat.png", f, "image/png")}, timeout=30
+        )
+    assert r.status_code == 200
+    assert r.json()["label"] in CLASS_NAMES and r.json()["model"]["version"] == 1
+    bad = httpx.post(
+        f"{server.base}/predict", files={"file": ("x.png", b"nope", "image/png")}, timeout=30
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_image"
+    assert httpx.get(f"{server.base}/health", timeout=5).json() == {"status": "ok"}
+
+
+def readme_curl_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith("curl ") and "/predict" in line
+    ]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_readme_curl_examples_work_verbatim(server):
+    commands = readme_curl_commands()
+    assert commands, "README has no curl example for /predict"
+    for command in commands:
+        argv = shlex.split(command.replace("http://localhost:8000", server.base))
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        body = json.loads(proc.stdout)
+        labels = [body["label"]] if "label" in body else [r["label"] for r in body["results"]]
+        assert labels and all(label in CLASS_NAMES for label in labels), command
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root):
+    s = Server(tiny_model_root, max_batch_wait_ms=20)
+    s.wait_ready()
+    big = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, format="PNG")
+    payload = big.getvalue()
+    outcomes: list[tuple[str, float]] = []
+
+    def client():
+        try:
+            r = httpx.post(
+                f"{s.base}/predict", files={"file": ("n.png", payload, "image/png")}, timeout=60
+            )
+            outcomes.append((str(r.status_code), time.monotonic()))
+        except httpx.ConnectError:
+            outcomes.append(("refused", time.monotonic()))
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    sent = time.monotonic()
+    code = s.stop()
+    for t in threads:
+        t.join(timeout=60)
+    statuses = [o for o, _ in outcomes]
+    assert code == 0, s.proc.stdout.read()
+    assert len(outcomes) == 12
+    assert set(statuses) <= {"200", "refused"}, statuses  # nothing cut off half-way
+    assert any(status == "200" and at > sent for status, at in outcomes), outcomes
