@@ -55,6 +55,12 @@ def _train_parser(sub) -> None:
         help="progressive resizing, epoch:size pairs, e.g. 0:32,6:48,12:64",
     )
     g.add_argument("--dropout", type=float, help=f"head dropout ({d.dropout})")
+    g.add_argument(
+        "--zero-init-residual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random init: start each residual block's last BN scale at 0 (on)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"total epochs ({d.epochs})")
     g.add_argument(

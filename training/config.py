@@ -23,6 +23,7 @@ class TrainConfig:
     internal_size: int = 64
     size_schedule: dict[int, int] = field(default_factory=dict)
     dropout: float = 0.2
+    zero_init_residual: bool = True
     epochs: int = 30
     head_epochs: int = 3
     finetune_stages: int | None = None

@@ -30,19 +30,30 @@ def resolve_weights(weights: str) -> str | None:
 
 
 def build_classifier(
-    weights: str = "none", dropout: float = 0.2, num_classes: int = NUM_CLASSES
+    weights: str = "none",
+    dropout: float = 0.2,
+    num_classes: int = NUM_CLASSES,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """ResNet50 backbone plus a new head, taking float RGB images of any size in 0..255.
 
     With pretrained weights the backbone is called with ``training=False`` so that its
     BatchNormalization layers stay in inference mode even when later unfrozen (the
     keras-io transfer-learning recipe); from random init they must learn their statistics.
+
+    ``zero_init_residual`` (random init only) starts the last BatchNorm scale of every
+    residual block at zero, so each block begins as an identity: the architecture is
+    unchanged, and from-scratch training at a high learning rate is far more stable.
     """
     pretrained = weights != "none"
     backbone = keras.applications.ResNet50(
         include_top=False, weights=resolve_weights(weights), input_shape=(None, None, 3)
     )
     backbone.trainable = not pretrained
+    if zero_init_residual and not pretrained:
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization) and layer.name.endswith("_3_bn"):
+                layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
     inputs = keras.Input((None, None, 3), name="rgb_float")
     x = keras.applications.resnet50.preprocess_input(inputs)
     x = backbone(x, training=False if pretrained else None)

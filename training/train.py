@@ -268,7 +268,9 @@ def train(
         )
     )
 
-    classifier = build_classifier(cfg.weights, cfg.dropout)
+    classifier = build_classifier(
+        cfg.weights, cfg.dropout, zero_init_residual=cfg.zero_init_residual
+    )
     run = _RunState(run_dir, classifier)
     first_epoch, resume_phase = 0, None
     if resume:

@@ -75,6 +75,15 @@ def test_missing_field_is_422(client):
     assert r.json()["error"]["code"] == "missing_file"
 
 
+def test_text_in_files_is_ignored_like_swagger_sends_it(client):
+    r = client.post(
+        "/predict", files={"file": ("a.png", image_bytes(), "image/png")}, data={"files": "string"}
+    )
+    assert r.status_code == 200 and r.json()["label"]
+    only_text = client.post("/predict", data={"files": "string"})
+    assert only_text.status_code == 422 and only_text.json()["error"]["code"] == "missing_file"
+
+
 def test_too_many_files_is_413(client):
     files = [("files", (f"{i}.png", image_bytes(), "image/png")) for i in range(5)]
     r = client.post("/predict", files=files)

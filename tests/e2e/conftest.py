@@ -29,7 +29,7 @@ class Server:
         full_env = {
             **os.environ,
             "CIFAR10_WARMUP_RUNS": "1",
-            "CIFAR10_LOG_LEVEL": "warning",
+            "CIFAR10_LOG_LEVEL": "info",
             **{f"CIFAR10_{k.upper()}": str(v) for k, v in env.items()},
         }
         self.proc = subprocess.Popen(

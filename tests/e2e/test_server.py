@@ -6,6 +6,7 @@ import io
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -84,7 +85,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root)
     for t in threads:
         t.join(timeout=60)
     statuses = [o for o, _ in outcomes]
-    assert code == 0, s.proc.stdout.read()
+    # uvicorn drains, runs the lifespan shutdown, then re-raises the SIGTERM it caught
+    log = s.proc.stdout.read()
+    assert code in (0, -signal.SIGTERM), log
+    assert "Traceback" not in log and "Application shutdown complete" in log
     assert len(outcomes) == 12
     assert set(statuses) <= {"200", "refused"}, statuses  # nothing cut off half-way
     assert any(status == "200" and at > sent for status, at in outcomes), outcomes

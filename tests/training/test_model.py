@@ -91,3 +91,13 @@ def test_weights_option_validation(tmp_path):
     assert resolve_weights("imagenet") == "imagenet"
     with pytest.raises(FileNotFoundError, match="backbone weights file not found"):
         resolve_weights(str(tmp_path / "missing.h5"))
+
+
+def test_zero_init_residual_starts_blocks_as_identity_only_from_random_init(local_backbone_weights):
+    fresh = backbone_of(build_classifier(zero_init_residual=True))
+    last_bns = [layer for layer in fresh.layers if layer.name.endswith("_3_bn")]
+    assert len(last_bns) == 16  # one per bottleneck block of ResNet50
+    assert all(not np.any(np.array(layer.gamma)) for layer in last_bns)
+    assert np.all(np.array(fresh.get_layer("conv2_block1_1_bn").gamma) == 1)
+    pretrained = backbone_of(build_classifier(str(local_backbone_weights), zero_init_residual=True))
+    assert np.all(np.array(pretrained.get_layer("conv2_block1_3_bn").gamma) == 1)

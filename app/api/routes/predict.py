@@ -81,13 +81,15 @@ async def predict(
         UploadFile | None, File(description="One image (what `curl -F file=@x.png` sends).")
     ] = None,
     files: Annotated[
-        list[UploadFile] | None, File(description="Several images, one result each.")
+        list[UploadFile | str] | None,
+        File(description="Several images, one result each; text entries are ignored."),
     ] = None,
     top_k: Annotated[
         int | None, Query(ge=1, le=10, description="How many top classes to list.")
     ] = None,
 ) -> PredictResponse | BatchPredictResponse:
-    uploads = ([file] if file else []) + list(files or [])
+    # Text in 'files' cannot be an image; Swagger UI sends placeholder text for an unused array.
+    uploads = ([file] if file else []) + [f for f in files or [] if not isinstance(f, str)]
     if not uploads:
         raise APIError(
             422, "missing_file", "send an image in the multipart field 'file' or 'files'"
@@ -112,6 +114,6 @@ async def predict(
     for r in results:
         metrics.predictions.labels(r.label).inc()
     ref = ModelRef(name=model.name, version=model.version)
-    if file is not None and not files:
+    if file is not None and len(uploads) == 1:
         return PredictResponse(model=ref, **results[0].model_dump())
     return BatchPredictResponse(model=ref, results=results)
