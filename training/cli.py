@@ -255,7 +255,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         if sha256 != data_info["sha256"]:
             raise DataError(f"{source}: checksum differs from the training data's")
         served = classification_report(test.y, predict(keras_predictor(model), test.x), class_names)
-        metrics = {"test": served}
+        metrics = {
+            "test_accuracy": served["accuracy"],
+            "test_per_class_accuracy": {k: v["recall"] for k, v in served["per_class"].items()},
+            "test": served,
+        }
         if args.tta_flip:
             plain_model, _ = load_run_model(args.run, size, tta_flip=False)
             plain = classification_report(

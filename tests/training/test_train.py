@@ -69,15 +69,19 @@ def test_smoke_run_writes_every_declared_output(trained_run):
 def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
     """Interrupt after epoch 1 (checkpoint written), resume, and match an uninterrupted run."""
 
-    class Interrupt(keras.callbacks.Callback):
+    class Killed(Exception):
+        pass
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            self.model.stop_training = True
+            raise Killed  # like a SIGKILL right after the epoch's checkpoint was written
 
     kw = dict(epochs=2, size_schedule={0: 32, 1: 40}, learning_rate=0.05, dropout=0.0)
     whole = train(tiny_config(cifar_dir, tmp_path / "whole", **kw))
     cut = tmp_path / "cut"
-    first = train(tiny_config(cifar_dir, cut, **kw), callbacks=[Interrupt()])
-    assert first.epochs_completed == 1
+    with pytest.raises(Killed):
+        train(tiny_config(cifar_dir, cut, **kw), callbacks=[KillAfterFirstEpoch()])
+    assert json.loads((cut / "checkpoint" / "state.json").read_text())["next_epoch"] == 1
     with pytest.raises(ConfigError, match="already holds a checkpoint"):
         train(tiny_config(cifar_dir, cut, **kw))
     resumed = train(tiny_config(cifar_dir, cut, **kw), resume=True)
