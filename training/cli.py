@@ -100,6 +100,12 @@ def _train_parser(sub) -> None:
     g.add_argument(
         "--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)"
     )
+    g.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA compilation (default: on for JAX, off for TensorFlow)",
+    )
 
 
 def _eval_parser(sub) -> None:

@@ -39,6 +39,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     precision: str = "float32"
+    jit_compile: bool | None = None
     time_budget_min: float | None = None
     limit_train: int | None = None
     verbose: int = 2
