@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 INPUT_SHAPE = (32, 32, 3)
@@ -53,7 +54,7 @@ def build_classifier(
     if zero_init_residual and not pretrained:
         for layer in backbone.layers:
             if isinstance(layer, layers.BatchNormalization) and layer.name.endswith("_3_bn"):
-                layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+                layer.gamma.assign(np.zeros(layer.gamma.shape, dtype="float32"))
     inputs = keras.Input((None, None, 3), name="rgb_float")
     x = keras.applications.resnet50.preprocess_input(inputs)
     x = backbone(x, training=False if pretrained else None)

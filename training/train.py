@@ -315,6 +315,7 @@ def train(
                 dataset,
                 validation_data=validation,
                 batch_size=cfg.batch_size,
+                shuffle=False,  # order is the dataset's, per (seed, epoch), so resume is exact
                 initial_epoch=start,
                 epochs=end,
                 verbose=cfg.verbose,
