@@ -1,0 +1,36 @@
+"""The README's training example runs as written (on generated data instead of /tmp/cifar10)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def readme_training_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    return [
+        re.sub(r"\s+", " ", line.strip())
+        for line in text.splitlines()
+        if line.strip().startswith(".venv/bin/cifar10-model ")
+    ]
+
+
+def test_readme_train_evaluate_export_example(cifar_dir, tmp_path):
+    commands = readme_training_commands()
+    assert [c.split()[1] for c in commands] == ["train", "evaluate", "export"]
+    cli = Path(__import__("sys").executable).parent / "cifar10-model"
+    for command in commands:
+        command = command.replace("/tmp/cifar10/cifar-10-batches-py", str(cifar_dir))
+        command = command.replace("runs/quick", str(tmp_path / "quick"))
+        command = command.replace("/tmp/models", str(tmp_path / "models"))
+        argv = [str(cli), *shlex.split(command)[1:]]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+    assert (tmp_path / "models" / "cifar10-resnet50" / "1" / "saved_model.pb").is_file()
