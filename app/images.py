@@ -38,6 +38,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def declared_pixels(data: bytes) -> int:
+    """Width x height from the header alone (0 when it cannot be read; decoding will say why)."""
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except Exception:  # any unreadable header: decode_upload reports the precise error
+        return 0
+    return width * height
+
+
 def decode_upload(
     data: bytes,
     size: tuple[int, int],

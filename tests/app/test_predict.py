@@ -129,3 +129,12 @@ def test_several_files_answer_one_result_each_in_order(client):
     for (_, (name, data, ctype)), result in zip(uploads, results, strict=True):
         alone = client.post("/predict", files={"file": (name, data, ctype)}).json()
         assert result["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+
+
+def test_declared_pixels_reads_only_the_header():
+    from app.images import declared_pixels
+    from tests.app.test_bad_input import huge_png
+
+    assert declared_pixels(image_bytes("PNG", size=(50, 40))) == 2000
+    assert declared_pixels(huge_png(8000, 8000)) == 64_000_000
+    assert declared_pixels(b"not an image") == 0

@@ -20,7 +20,7 @@ from app.api.schemas import (
 from app.batching import BatcherClosedError, QueueFullError
 from app.config import Settings
 from app.errors import APIError
-from app.images import decode_upload
+from app.images import declared_pixels, decode_upload
 from app.model import ServedModel
 
 router = APIRouter(tags=["prediction"])
@@ -36,6 +36,9 @@ ERRORS = {
     }.items()
 }
 NON_IMAGE_TYPES = ("text/", "application/json", "application/pdf", "audio/", "video/")
+# Up to this many declared pixels decoding takes less time than a hop to the thread pool;
+# larger images are decoded off the event loop so that they never stall other requests.
+INLINE_DECODE_PIXELS = 128 * 128
 
 
 async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel) -> np.ndarray:
@@ -50,9 +53,10 @@ async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel
             "file_too_large",
             f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
         )
-    return await run_in_threadpool(
-        decode_upload, data, model.input_size, settings.max_image_pixels, name
-    )
+    args = (data, model.input_size, settings.max_image_pixels, name)
+    if declared_pixels(data) <= INLINE_DECODE_PIXELS:
+        return decode_upload(*args)
+    return await run_in_threadpool(decode_upload, *args)
 
 
 def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None) -> ImagePrediction:
