@@ -50,6 +50,7 @@ def main() -> int:
     env["CIFAR10_MODEL_DIR"] = str(ROOT / os.path.relpath(env["CIFAR10_MODEL_DIR"], "/app"))
     port = free_port()
     env["CIFAR10_PORT"] = str(port)
+    env["CIFAR10_HOST"] = "127.0.0.1"  # outside a container: loopback only
 
     venv = Path(tempfile.mkdtemp(prefix="docker-steps-")) / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
