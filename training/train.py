@@ -262,6 +262,10 @@ def train(
     keras.mixed_precision.set_global_policy(cfg.precision)
     keras.utils.set_random_seed(cfg.seed)
     train_split, val, class_names, source, sha256 = _prepare_data(cfg)
+    if len(train_split) < cfg.batch_size:
+        raise ConfigError(
+            f"{len(train_split)} training images cannot fill one batch of {cfg.batch_size}"
+        )
     cfg.write(run_dir / "config.json")
     (run_dir / "data.json").write_text(
         json.dumps(

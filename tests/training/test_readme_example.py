@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_cifar_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,8 @@ def readme_training_commands() -> list[str]:
     ]
 
 
-def test_readme_train_evaluate_export_example(cifar_dir, tmp_path):
+def test_readme_train_evaluate_export_example(tmp_path):
+    cifar_dir = write_cifar_dir(tmp_path / "data", per_batch=40)  # 180 training images
     commands = readme_training_commands()
     assert [c.split()[1] for c in commands] == ["train", "evaluate", "export"]
     cli = Path(__import__("sys").executable).parent / "cifar10-model"

@@ -46,6 +46,11 @@ def test_config_rejects_bad_values():
         TrainConfig.from_dict({"epoch": 3})
 
 
+def test_too_small_training_set_is_a_config_error(cifar_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"\d+ training images cannot fill one batch of 128"):
+        train(TrainConfig(data=str(cifar_dir), run_dir=str(tmp_path), batch_size=128))
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_every_declared_output(trained_run):
     for name in DECLARED_OUTPUTS:
