@@ -98,6 +98,11 @@ def _train_parser(sub) -> None:
         help="stop cleanly after N minutes, keeping the best weights",
     )
     g.add_argument(
+        "--workers",
+        type=int,
+        help=f"threads preparing augmented batches ({d.workers}; 4-8 feed a GPU)",
+    )
+    g.add_argument(
         "--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)"
     )
     g.add_argument(

@@ -41,6 +41,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool | None = None
     time_budget_min: float | None = None
+    workers: int = 1
     limit_train: int | None = None
     verbose: int = 2
 
@@ -48,6 +49,7 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.workers >= 1, "workers must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),

@@ -27,7 +27,7 @@ from training.data import Split, load_cifar10, split_validation
 from training.evaluate import classification_report, keras_predictor, predict
 from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
-from training.provenance import cpu_description
+from training.provenance import hardware_description
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_WEIGHTS = "best.weights.h5"
@@ -293,7 +293,13 @@ def train(
         deadline = time.monotonic() + cfg.time_budget_min * 60 - run.elapsed_before
 
     dataset = AugmentedBatches(
-        train_split.x, train_split.y, cfg.batch_size, cfg.seed, mix=cfg.mix, mix_prob=cfg.mix_prob
+        train_split.x,
+        train_split.y,
+        cfg.batch_size,
+        cfg.seed,
+        mix=cfg.mix,
+        mix_prob=cfg.mix_prob,
+        workers=cfg.workers,
     )
     validation = (val.x, one_hot(val.y)) if len(val) else None
     budget = _TimeBudget(deadline)
@@ -344,7 +350,7 @@ def train(
         "epochs_completed": sum(1 for r in run.history if r["complete"]),
         "stopped_by_budget": budget.stopped,
         "wall_time_s": round(run.elapsed(), 1),
-        "hardware": cpu_description(),
+        "hardware": hardware_description(),
         "backend": keras.backend.backend(),
     }
     if len(val):
