@@ -38,22 +38,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def declared_pixels(data: bytes) -> int:
-    """Width x height from the header alone (0 when it cannot be read; decoding will say why)."""
-    try:
-        width, height = Image.open(io.BytesIO(data)).size
-    except Exception:  # any unreadable header: decode_upload reports the precise error
-        return 0
-    return width * height
-
-
-def decode_upload(
-    data: bytes,
-    size: tuple[int, int],
-    max_pixels: int,
-    filename: str | None = None,
-) -> np.ndarray:
-    """Bytes of one upload → ``(height, width, 3)`` uint8 RGB at the model's input ``size``."""
+def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Image.Image:
+    """Read one upload's header: the format must be accepted and the dimensions within
+    ``max_pixels``. No pixel is decoded, so a decompression bomb costs nothing."""
     name = filename or "upload"
     if not data:
         raise APIError(400, "empty_file", f"{name}: the file is empty")
@@ -78,6 +65,13 @@ def decode_upload(
             "image_too_large",
             f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels",
         )
+    return img
+
+
+def decode_opened(
+    img: Image.Image, size: tuple[int, int], filename: str | None = None
+) -> np.ndarray:
+    """An image from ``open_upload`` → ``(height, width, 3)`` uint8 RGB at ``size``."""
     height_out, width_out = size
     try:
         if img.format == "JPEG":
@@ -90,5 +84,15 @@ def decode_upload(
         return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise APIError(
-            400, "invalid_image", f"{name}: corrupt or truncated image ({exc})"
+            400, "invalid_image", f"{filename or 'upload'}: corrupt or truncated image ({exc})"
         ) from None
+
+
+def decode_upload(
+    data: bytes,
+    size: tuple[int, int],
+    max_pixels: int,
+    filename: str | None = None,
+) -> np.ndarray:
+    """Bytes of one upload → ``(height, width, 3)`` uint8 RGB at the model's input ``size``."""
+    return decode_opened(open_upload(data, max_pixels, filename), size, filename)

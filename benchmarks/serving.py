@@ -141,6 +141,34 @@ async def load(
     }
 
 
+def batching_stats(port: int) -> dict:
+    """Model calls, mean images per call and model-busy seconds, from the server's /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in (
+            "inference_batch_size_count",
+            "inference_batch_size_sum",
+            "inference_duration_seconds_sum",
+        ):
+            values[name] = float(value)
+    return values
+
+
+def batching_delta(before: dict, after: dict, seconds: float) -> dict:
+    calls = after["inference_batch_size_count"] - before["inference_batch_size_count"]
+    images = after["inference_batch_size_sum"] - before["inference_batch_size_sum"]
+    busy = after["inference_duration_seconds_sum"] - before["inference_duration_seconds_sum"]
+    return {
+        "model_calls": int(calls),
+        "mean_batch": images / calls if calls else 0.0,
+        "model_busy_share": busy / seconds,
+    }
+
+
 def rss_mib(pid: int) -> dict:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -205,7 +233,13 @@ def main() -> int:
             except OSError:
                 time.sleep(0.5)
         requests = [build_request(port, p) for p in payloads]
-        runs = [asyncio.run(load(port, requests, c, args.seconds, warmup=3.0)) for c in (1, 32)]
+        runs = []
+        for clients in (1, 32):
+            before = batching_stats(port)
+            run = asyncio.run(load(port, requests, clients, args.seconds, warmup=3.0))
+            # The counters include the 3 s warm-up: the shares are over warm-up + measurement.
+            run.update(batching_delta(before, batching_stats(port), args.seconds + 3.0))
+            runs.append(run)
         memory = rss_mib(server.pid)
     finally:
         server.terminate()
@@ -227,15 +261,19 @@ def main() -> int:
         platform.processor(),
     )
     print(f"\nmachine: {cpu}, {os.cpu_count()} cores; model: {args.model_dir}")
-    print("\n| measurement | images/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "\n| measurement | images/s | p50 ms | p95 ms | p99 ms | errors "
+        "| mean batch | model busy |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for b, t in bare["throughput"].items():
         p50 = f"{bare['batch1_p50_ms']:.1f}" if b == 1 else ""
-        print(f"| bare SavedModel, batch {b} | {t:.1f} | {p50} | | | |")
+        print(f"| bare SavedModel, batch {b} | {t:.1f} | {p50} | | | | | |")
     for r in runs:
         print(
             f"| server, {r['clients']} client(s) | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} "
+            f"| {r['model_busy_share']:.0%} |"
         )
     print(
         f"\nserver RSS at the end: {memory.get('VmRSS', 0):.0f} MiB "

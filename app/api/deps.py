@@ -1,4 +1,8 @@
-"""Typed dependencies: what a route needs from the running app."""
+"""Typed dependencies: what a route needs from the running app.
+
+They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in its thread pool, a
+thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +17,22 @@ from app.metrics import Metrics
 from app.model import ServedModel
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_model(request: Request) -> ServedModel:
+async def get_model(request: Request) -> ServedModel:
     model = getattr(request.app.state, "model", None)
     if model is None:
         raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
     return model
 
 
-def get_batcher(request: Request) -> MicroBatcher:
+async def get_batcher(request: Request) -> MicroBatcher:
     batcher = getattr(request.app.state, "batcher", None)
     if batcher is None:
         raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.api.schemas import BatchPredictResponse, ImagePrediction, PredictResponse
+from app.errors import APIError
 from app.images import decode_upload
 from app.model import load_served_model
 from tests.helpers import CLASS_NAMES, image_bytes
@@ -24,6 +26,9 @@ def test_single_png_returns_label_probabilities_and_model(client):
     assert body["top_k"][0]["label"] == body["label"] and len(body["top_k"]) == 3
     assert body["model"] == {"name": "tiny", "version": 1}
     assert body["filename"] == "cat.png"
+    # The body is built by hand for speed: it must be exactly the documented schema.
+    assert set(body) == set(PredictResponse.model_fields)
+    PredictResponse.model_validate(body)
 
 
 def test_prediction_matches_the_bare_savedmodel(client, tiny_model_root):
@@ -124,17 +129,28 @@ def test_several_files_answer_one_result_each_in_order(client):
     ]
     r = client.post("/predict", files=uploads)
     assert r.status_code == 200, r.text
+    BatchPredictResponse.model_validate(r.json())
+    assert set(r.json()) == set(BatchPredictResponse.model_fields)
     results = r.json()["results"]
+    assert all(set(x) == set(ImagePrediction.model_fields) for x in results)
     assert [x["filename"] for x in results] == ["img0.png", "img1.png", "img2.png"]
     for (_, (name, data, ctype)), result in zip(uploads, results, strict=True):
         alone = client.post("/predict", files={"file": (name, data, ctype)}).json()
         assert result["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
 
 
-def test_declared_pixels_reads_only_the_header():
-    from app.images import declared_pixels
+def test_open_upload_reads_only_the_header():
+    from app.images import open_upload
     from tests.app.test_bad_input import huge_png
 
-    assert declared_pixels(image_bytes("PNG", size=(50, 40))) == 2000
-    assert declared_pixels(huge_png(8000, 8000)) == 64_000_000
-    assert declared_pixels(b"not an image") == 0
+    img = open_upload(image_bytes("PNG", size=(50, 40)), max_pixels=10_000)
+    assert img.size == (50, 40)
+    # An 8000x8000 header with almost no data behind it: accepted by size alone when the
+    # limit allows, so nothing was decoded; refused with 413 when it does not.
+    assert open_upload(huge_png(8000, 8000), max_pixels=64_000_000).size == (8000, 8000)
+    with pytest.raises(APIError) as refused:
+        open_upload(huge_png(8000, 8000), max_pixels=1_000_000)
+    assert refused.value.status_code == 413
+    with pytest.raises(APIError) as garbage:
+        open_upload(b"not an image", max_pixels=10_000)
+    assert garbage.value.status_code == 400
