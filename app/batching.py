@@ -59,11 +59,6 @@ class MicroBatcher:
         self._closed = False
         self.ready = asyncio.Event()
 
-    @property
-    def depth(self) -> int:
-        """Images waiting for a model call."""
-        return self._waiting_images
-
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
         """Start the worker; it runs ``warm_up`` on the inference thread first, then serves."""
         self._task = asyncio.create_task(self._run(warm_up), name="micro-batcher")

@@ -22,9 +22,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Refuse larger declared dimensions before decoding."
     )
-    max_batch_size: int = Field(32, ge=1, description="Images per model call.")
+    max_batch_size: int = Field(16, ge=1, description="Images per model call.")
     max_batch_wait_ms: float = Field(
-        1.0, ge=0, description="Extra wait for more requests once a batch has started."
+        0.0,
+        ge=0,
+        description="Extra wait for more requests when the model is idle (0: run at once).",
     )
     queue_limit: int = Field(256, ge=1, description="Images waiting; beyond it 503.")
     warmup_runs: int = Field(2, ge=0, description="Model calls before the app reports ready.")

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from app.api.main import api_router
+from app.api.main import routers
 from app.batching import MicroBatcher
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     app.state.settings, app.state.metrics = settings, metrics
     app.state.model = app.state.batcher = None
     install_error_handlers(app)
-    app.include_router(api_router)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -12,15 +12,16 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "deploy"))
+
+from local_server import free_port, multipart_body, wait_until_ready  # noqa: E402
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -32,12 +33,6 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             op, _, rest = line.partition(" ")
             out.append((op.upper(), rest.strip()))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -79,27 +74,17 @@ def main() -> int:
         [str(venv / "bin" / cmd[0]), *cmd[1:]], cwd=tempfile.gettempdir(), env=env
     )
     try:
-        deadline = time.monotonic() + 180
-        while subprocess.run(health_cmd, env=env, capture_output=True).returncode != 0:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not become ready")
-            time.sleep(1)
+        wait_until_ready(
+            server,
+            lambda: subprocess.run(health_cmd, env=env, capture_output=True).returncode == 0,
+            interval=1,
+        )
         print("HEALTHCHECK passed", flush=True)
-        boundary = "smoke"
-        png = (ROOT / "samples" / "cat.png").read_bytes()
-        body = (
-            (
-                f"--{boundary}\r\n"
-                f'Content-Disposition: form-data; name="file"; filename="cat.png"\r\n'
-                f"Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + png
-            + f"\r\n--{boundary}--\r\n".encode()
+        body, content_type = multipart_body(
+            "file", "cat.png", (ROOT / "samples" / "cat.png").read_bytes()
         )
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/predict",
-            data=body,
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            f"http://127.0.0.1:{port}/predict", data=body, headers={"Content-Type": content_type}
         )
         answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
         print("predict:", answer["label"], round(answer["probability"], 3), flush=True)

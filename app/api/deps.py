@@ -25,18 +25,25 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-async def get_model(request: Request) -> ServedModel:
-    model = getattr(request.app.state, "model", None)
-    if model is None:
+def _loaded(request: Request, attribute: str):
+    value = getattr(request.app.state, attribute, None)
+    if value is None:
         raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
-    return model
+    return value
+
+
+def serving_state(request: Request) -> tuple[Settings, ServedModel, MicroBatcher, Metrics]:
+    """Everything ``/predict`` needs, in one call (the hot path skips ``Depends``)."""
+    state = request.app.state
+    return state.settings, _loaded(request, "model"), _loaded(request, "batcher"), state.metrics
+
+
+async def get_model(request: Request) -> ServedModel:
+    return _loaded(request, "model")
 
 
 async def get_batcher(request: Request) -> MicroBatcher:
-    batcher = getattr(request.app.state, "batcher", None)
-    if batcher is None:
-        raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
-    return batcher
+    return _loaded(request, "batcher")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

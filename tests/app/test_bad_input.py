@@ -75,6 +75,27 @@ def test_missing_field_is_422(client):
     assert r.json()["error"]["code"] == "missing_file"
 
 
+def test_text_in_file_field_is_422(client):
+    r = client.post("/predict", data={"file": "not a file"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_file"
+    assert client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).is_success
+
+
+def test_malformed_multipart_is_400(client):
+    r = client.post(
+        "/predict",
+        content=b"--zzz\r\nno headers, no end",
+        headers={"content-type": "multipart/form-data; boundary=zzz"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_multipart"
+    assert client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).is_success
+
+
+def test_not_multipart_is_422(client):
+    r = client.post("/predict", json={"file": "x"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "missing_file"
+
+
 def test_text_in_files_is_ignored_like_swagger_sends_it(client):
     r = client.post(
         "/predict", files={"file": ("a.png", image_bytes(), "image/png")}, data={"files": "string"}

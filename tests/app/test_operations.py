@@ -86,6 +86,13 @@ def test_docs_and_redoc_are_served_without_a_cdn(client):
             assert client.get(asset).status_code == 200, asset
     spec = client.get("/openapi.json").json()
     assert "/predict" in spec["paths"] and "/metrics" in spec["paths"]
+    # The upload form Swagger UI renders: 'file' and 'files' as binary, top_k as a query.
+    post = spec["paths"]["/predict"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["file"]["contentMediaType"] == "application/octet-stream"
+    assert form["files"]["items"]["contentMediaType"] == "application/octet-stream"
+    assert [p["name"] for p in post["parameters"]] == ["top_k"]
+    assert set(post["responses"]) >= {"200", "400", "413", "415", "422", "503"}
 
 
 def test_full_queue_answers_503_with_retry_after(tiny_model_root):

@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import BatcherDep, MetricsDep, ModelDep, SettingsDep
+from app.api.deps import serving_state
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
-from app.batching import BatcherClosedError, QueueFullError
+from app.batching import BatcherClosedError, MicroBatcher, QueueFullError
 from app.config import Settings
 from app.errors import APIError
 from app.images import decode_opened, open_upload
+from app.metrics import Metrics
 from app.model import ServedModel
 
 router = APIRouter(tags=["prediction"])
@@ -30,6 +33,37 @@ ERRORS = {
     }.items()
 }
 NON_IMAGE_TYPES = ("text/", "application/json", "application/pdf", "audio/", "video/")
+# The multipart body as the OpenAPI document (and so Swagger UI's "Try it out") shows it. The
+# route reads the form itself: FastAPI's per-request resolution of File parameters cost more
+# than the parsing.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "One image (what `curl -F file=@x.png` sends).",
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            },
+                            "description": "Several images, one result each; "
+                            "text entries are ignored.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 # Up to this many declared pixels decoding takes less time than a hop to the thread pool;
 # larger images are decoded off the event loop so that they never stall other requests.
 INLINE_DECODE_PIXELS = 128 * 128
@@ -72,19 +106,10 @@ def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None)
     response_model=PredictResponse | BatchPredictResponse,
     responses=ERRORS,
     summary="Classify one image (field 'file') or several (field 'files')",
+    openapi_extra=UPLOAD_BODY,
 )
 async def predict(
-    settings: SettingsDep,
-    model: ModelDep,
-    batcher: BatcherDep,
-    metrics: MetricsDep,
-    file: Annotated[
-        UploadFile | None, File(description="One image (what `curl -F file=@x.png` sends).")
-    ] = None,
-    files: Annotated[
-        list[UploadFile | str] | None,
-        File(description="Several images, one result each; text entries are ignored."),
-    ] = None,
+    request: Request,
     top_k: Annotated[
         int | None, Query(ge=1, le=10, description="How many top classes to list.")
     ] = None,
@@ -92,8 +117,33 @@ async def predict(
     # The body is built as plain JSON (the shapes of PredictResponse / BatchPredictResponse, which
     # document it and which the tests validate it against): FastAPI then skips re-validating
     # every response, which is a good part of the per-request cost under load.
+    settings, model, batcher, metrics = serving_state(request)
+    try:
+        form = await request.form()
+    except APIError:  # e.g. the body-size cap, hit while the body streams in
+        raise
+    except StarletteHTTPException as exc:  # Starlette's parser: malformed multipart body
+        raise APIError(400, "invalid_multipart", str(exc.detail)) from None
+    try:
+        return await _predict_form(form, top_k, settings, model, batcher, metrics)
+    finally:
+        await form.close()
+
+
+async def _predict_form(
+    form: FormData,
+    top_k: int | None,
+    settings: Settings,
+    model: ServedModel,
+    batcher: MicroBatcher,
+    metrics: Metrics,
+) -> JSONResponse:
+    file = form.get("file")
+    if file is not None and not isinstance(file, UploadFile):
+        raise APIError(422, "invalid_file", "field 'file' must be a file upload, not text")
     # Text in 'files' cannot be an image; Swagger UI sends placeholder text for an unused array.
-    uploads = ([file] if file else []) + [f for f in files or [] if not isinstance(f, str)]
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    uploads = ([file] if file is not None else []) + files
     if not uploads:
         raise APIError(
             422, "missing_file", "send an image in the multipart field 'file' or 'files'"
