@@ -44,6 +44,8 @@ def test_config_rejects_bad_values():
         TrainConfig(epochs=0).validate()
     with pytest.raises(ConfigError, match="unknown configuration key 'epoch'"):
         TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        TrainConfig(workers=0).validate()
 
 
 def test_too_small_training_set_is_a_config_error(cifar_dir, tmp_path):
@@ -72,7 +74,11 @@ def test_smoke_run_writes_every_declared_output(trained_run):
 
 @pytest.mark.slow
 def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
-    """Interrupt after epoch 1 (checkpoint written), resume, and match an uninterrupted run."""
+    """Interrupt after epoch 1 (checkpoint written), resume, and match an uninterrupted run.
+
+    The interrupted run loads its batches on 2 threads, the uninterrupted one on 1: the
+    batches, and so the losses, must not depend on it.
+    """
 
     class Killed(Exception):
         pass
@@ -87,12 +93,13 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
     kw = dict(epochs=2, size_schedule={0: 32, 1: 40}, learning_rate=0.001, dropout=0.0)
     whole = train(tiny_config(cifar_dir, tmp_path / "whole", **kw))
     cut = tmp_path / "cut"
+    threaded = dict(kw, workers=2)
     with pytest.raises(Killed):
-        train(tiny_config(cifar_dir, cut, **kw), callbacks=[KillAfterFirstEpoch()])
+        train(tiny_config(cifar_dir, cut, **threaded), callbacks=[KillAfterFirstEpoch()])
     assert json.loads((cut / "checkpoint" / "state.json").read_text())["next_epoch"] == 1
     with pytest.raises(ConfigError, match="already holds a checkpoint"):
-        train(tiny_config(cifar_dir, cut, **kw))
-    resumed = train(tiny_config(cifar_dir, cut, **kw), resume=True)
+        train(tiny_config(cifar_dir, cut, **threaded))
+    resumed = train(tiny_config(cifar_dir, cut, **threaded), resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert [r["internal_size"] for r in resumed.history] == [32, 40]
     assert resumed.history[1]["learning_rate"] == pytest.approx(whole.history[1]["learning_rate"])
