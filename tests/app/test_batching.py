@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -33,17 +34,25 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@asynccontextmanager
+async def running(predict, **limits):
+    """A started, warmed-up batcher, closed on exit."""
+    b = MicroBatcher(predict, **limits)
+    b.start()
+    await b.ready.wait()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
 def test_concurrent_submissions_are_batched_and_routed_back():
     model = SlowSum()
 
     async def scenario():
-        b = MicroBatcher(model, max_batch_size=8, max_wait_s=0.01, queue_limit=100)
-        b.start()
-        await b.ready.wait()
-        inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(20)]
-        results = await asyncio.gather(*(b.submit(x) for x in inputs))
-        await b.close()
-        return inputs, results
+        async with running(model, max_batch_size=8, max_wait_s=0.01, queue_limit=100) as b:
+            inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(20)]
+            return inputs, await asyncio.gather(*(b.submit(x) for x in inputs))
 
     inputs, results = run(scenario())
     for x, r in zip(inputs, results, strict=True):
@@ -56,20 +65,16 @@ def test_queue_limit_refuses_instead_of_growing():
     model = SlowSum(delay=0.2)
 
     async def scenario():
-        b = MicroBatcher(model, max_batch_size=2, max_wait_s=0, queue_limit=3)
-        b.start()
-        await b.ready.wait()
-        first = asyncio.create_task(b.submit(np.zeros((2, 1, 1, 3), np.uint8)))
-        await asyncio.sleep(0.05)  # first batch is now running; the queue is empty
-        waiting = [
-            asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)
-        ]
-        await asyncio.sleep(0)
-        with pytest.raises(QueueFullError):
-            await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
-        done = await asyncio.gather(first, *waiting)
-        await b.close()
-        return done
+        async with running(model, max_batch_size=2, max_wait_s=0, queue_limit=3) as b:
+            first = asyncio.create_task(b.submit(np.zeros((2, 1, 1, 3), np.uint8)))
+            await asyncio.sleep(0.05)  # first batch is now running; the queue is empty
+            waiting = [
+                asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)
+            ]
+            await asyncio.sleep(0)
+            with pytest.raises(QueueFullError):
+                await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
+            return await asyncio.gather(first, *waiting)
 
     assert len(run(scenario())) == 4
 
@@ -78,15 +83,15 @@ def test_close_finishes_queued_work_then_refuses_new():
     model = SlowSum(delay=0.05)
 
     async def scenario():
-        b = MicroBatcher(model, max_batch_size=1, max_wait_s=0, queue_limit=10)
-        b.start()
-        await b.ready.wait()
-        pending = [asyncio.create_task(b.submit(np.ones((1, 1, 1, 3), np.uint8))) for _ in range(4)]
-        await asyncio.sleep(0)
-        await b.close()
-        with pytest.raises(BatcherClosedError):
-            await b.submit(np.ones((1, 1, 1, 3), np.uint8))
-        return await asyncio.gather(*pending)
+        async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
+            pending = [
+                asyncio.create_task(b.submit(np.ones((1, 1, 1, 3), np.uint8))) for _ in range(4)
+            ]
+            await asyncio.sleep(0)
+            await b.close()
+            with pytest.raises(BatcherClosedError):
+                await b.submit(np.ones((1, 1, 1, 3), np.uint8))
+            return await asyncio.gather(*pending)
 
     assert [float(r[0, 0]) for r in run(scenario())] == [3.0] * 4
 
@@ -96,14 +101,11 @@ def test_model_failure_reaches_every_request_in_the_batch():
         raise RuntimeError("model exploded")
 
     async def scenario():
-        b = MicroBatcher(broken, max_batch_size=4, max_wait_s=0.01, queue_limit=10)
-        b.start()
-        await b.ready.wait()
-        outs = await asyncio.gather(
-            *(b.submit(np.zeros((1, 1, 1, 3), np.uint8)) for _ in range(3)), return_exceptions=True
-        )
-        await b.close()
-        return outs
+        async with running(broken, max_batch_size=4, max_wait_s=0.01, queue_limit=10) as b:
+            return await asyncio.gather(
+                *(b.submit(np.zeros((1, 1, 1, 3), np.uint8)) for _ in range(3)),
+                return_exceptions=True,
+            )
 
     assert all(isinstance(o, RuntimeError) for o in run(scenario()))
 
