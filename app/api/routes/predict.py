@@ -25,10 +25,10 @@ router = APIRouter(tags=["prediction"])
 ERRORS = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "Empty, corrupt, truncated or non-image file.",
+        400: "Empty, corrupt, truncated or non-image file; malformed multipart body.",
         413: "File, request, image dimensions or file count over the limit.",
         415: "An image format that is not supported.",
-        422: "Neither 'file' nor 'files' was sent, or a bad query parameter.",
+        422: "Neither 'file' nor 'files' was sent, text in 'file', or a bad query parameter.",
         503: "Queue full or model not ready; retry after the Retry-After header.",
     }.items()
 }
