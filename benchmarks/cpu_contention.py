@@ -23,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import time_calls  # noqa: E402
+
 BURNER = """
 import sys, time
 share, period = float(sys.argv[1]), 0.011
@@ -35,11 +37,8 @@ while True:
 
 
 def throughput(predict, x: np.ndarray, seconds: float) -> float:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        predict(x)
-        done += len(x)
-    return done / (time.perf_counter() - start)
+    times = time_calls(predict, x, seconds, warmup=0)
+    return len(x) * len(times) / sum(times)
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +21,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import time_calls  # noqa: E402
+
 
 def images_per_second(call, batch: int, seconds: float) -> float:
     x = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
-    for _ in range(3):
-        call(x)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
-        t = time.perf_counter()
-        call(x)
-        times.append(time.perf_counter() - t)
-    return batch / float(np.median(times))
+    return batch / float(np.median(time_calls(call, x, seconds)))
 
 
 def main() -> int:

@@ -26,7 +26,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,21 +40,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deploy"))
 
 from local_server import free_port, http_ready, multipart_body, wait_until_ready  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 from app.model import ServedModel, load_served_model  # noqa: E402
+from training.provenance import cpu_description  # noqa: E402
 
 
 def bare_throughput(model: ServedModel, batch: int, seconds: float) -> dict:
     """Images/s (images done / wall time, as for the server) and p50 call latency."""
     h, w = model.input_size
     x = np.random.default_rng(batch).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    for _ in range(3):
-        model.predict(x)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
-        t = time.perf_counter()
-        model.predict(x)
-        times.append(time.perf_counter() - t)
+    times = time_calls(model.predict, x, seconds)
     p50 = float(np.median(times))
     return {"batch": batch, "throughput": batch * len(times) / sum(times), "p50_ms": 1000 * p50}
 
@@ -184,15 +179,8 @@ def server_load(port: int, requests: list[bytes], clients: int, seconds: float) 
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{cpu}, {os.cpu_count()} cores"
+    cpu = cpu_description()
+    return f"{cpu['cpu']}, {cpu['cores']} cores"
 
 
 def main() -> int:

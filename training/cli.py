@@ -100,7 +100,7 @@ def _train_parser(sub) -> None:
     g.add_argument(
         "--workers",
         type=int,
-        help=f"threads preparing augmented batches ({d.workers}; 4-8 feed a GPU)",
+        help=f"threads preparing augmented batches ({d.workers})",
     )
     g.add_argument(
         "--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)"

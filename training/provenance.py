@@ -21,37 +21,6 @@ def cpu_description() -> dict:
     return {"cpu": model, "cores": os.cpu_count()}
 
 
-def accelerator_description() -> str | None:
-    """The first accelerator Keras' backend computes on (e.g. "NVIDIA H100 80GB HBM3"), or None."""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            return None if device.platform == "cpu" else device.device_kind
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    except Exception:  # provenance must never break a run
-        return None
-    return None
-
-
-def hardware_description() -> dict:
-    """The CPU, and the accelerator when training ran on one."""
-    described = cpu_description()
-    accelerator = accelerator_description()
-    if accelerator:
-        described["accelerator"] = accelerator
-    return described
-
-
 def library_versions() -> dict:
     versions = {"python": platform.python_version()}
     for dist in ("tensorflow", "keras", "numpy", "pillow", "jax"):

@@ -27,7 +27,7 @@ from training.data import Split, load_cifar10, split_validation
 from training.evaluate import classification_report, keras_predictor, predict
 from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
-from training.provenance import hardware_description
+from training.provenance import cpu_description
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_WEIGHTS = "best.weights.h5"
@@ -350,7 +350,7 @@ def train(
         "epochs_completed": sum(1 for r in run.history if r["complete"]),
         "stopped_by_budget": budget.stopped,
         "wall_time_s": round(run.elapsed(), 1),
-        "hardware": hardware_description(),
+        "hardware": cpu_description(),
         "backend": keras.backend.backend(),
     }
     if len(val):

@@ -17,10 +17,6 @@ from app.metrics import Metrics
 from app.model import ServedModel
 
 
-async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -42,11 +38,5 @@ async def get_model(request: Request) -> ServedModel:
     return _loaded(request, "model")
 
 
-async def get_batcher(request: Request) -> MicroBatcher:
-    return _loaded(request, "batcher")
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelDep = Annotated[ServedModel, Depends(get_model)]
-BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
