@@ -1,24 +1,29 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Requests wait in a bounded deque; one asyncio task takes everything waiting (up to
-``max_batch_size`` images, after at most ``max_wait_s`` for more to arrive), runs the model on
-a single dedicated worker thread, and routes each slice of the result back to its request.
-The event loop never blocks on TensorFlow, and while the model is busy the next batch fills
-by itself, so batching costs nothing at low load and amortises the model under high load.
+Requests wait in a bounded queue; one dedicated inference thread takes everything waiting (up
+to ``max_batch_size`` images, after at most ``max_wait_s`` for more to arrive), runs the model,
+and hands each slice of the result back to its request on the event loop. The thread picks its
+next batch itself as soon as a call ends, so the model never waits for a busy event loop, and
+the event loop never blocks on TensorFlow (it only takes a lock that the thread holds for a few
+list operations). While the model is busy the next batch fills by itself, so batching costs
+nothing at low load and amortises the model under high load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class QueueFullError(Exception):
@@ -26,7 +31,7 @@ class QueueFullError(Exception):
 
 
 class BatcherClosedError(Exception):
-    """The server is shutting down and takes no new work."""
+    """The server is shutting down (or the model failed to warm up) and takes no new work."""
 
 
 @dataclass
@@ -53,62 +58,79 @@ class MicroBatcher:
         self._metrics = metrics
         self._waiting: deque[_Pending] = deque()
         self._waiting_images = 0
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._task: asyncio.Task | None = None
-        self._closed = False
+        self._changed = threading.Condition()  # guards _waiting, _waiting_images, _closed
+        self._closed: str | None = None  # why new work is refused
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self.ready = asyncio.Event()
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
-        """Start the worker; it runs ``warm_up`` on the inference thread first, then serves."""
-        self._task = asyncio.create_task(self._run(warm_up), name="micro-batcher")
+        """Start the inference thread; it runs ``warm_up`` first, then serves."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._work, args=(warm_up,), name="inference", daemon=True
+        )
+        self._thread.start()
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for ``images`` (``[k, h, w, 3]`` uint8), computed in some batch."""
-        if self._closed:
-            raise BatcherClosedError("server is shutting down")
-        if self._waiting_images + len(images) > self.queue_limit:
-            if self._metrics:
-                self._metrics.rejected.inc()
-            raise QueueFullError(f"{self._waiting_images} images already waiting")
         future = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(images, future, time.perf_counter()))
-        self._set_depth(self._waiting_images + len(images))
-        self._wake.set()
+        with self._changed:
+            if self._closed:
+                raise BatcherClosedError(self._closed)
+            if self._waiting_images + len(images) > self.queue_limit:
+                if self._metrics:
+                    self._metrics.rejected.inc()
+                raise QueueFullError(f"{self._waiting_images} images already waiting")
+            self._waiting.append(_Pending(images, future, time.perf_counter()))
+            self._set_depth(self._waiting_images + len(images))
+            self._changed.notify()
         return await future
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Refuse new work, finish what is queued, stop the worker thread."""
-        self._closed = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout)
-            except TimeoutError:
-                self._task.cancel()
-        for pending in self._waiting:
-            if not pending.future.done():
-                pending.future.set_exception(BatcherClosedError("server is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Refuse new work, finish what is queued (within ``timeout``), stop the thread."""
+        with self._changed:
+            self._closed = self._closed or "server is shutting down"
+            self._changed.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+        await asyncio.sleep(0)  # let the last results reach their requests
+        self._fail_all_waiting()  # anything still queued after the timeout
 
-    def _set_depth(self, value: int) -> None:
+    def _set_depth(self, value: int) -> None:  # caller holds the lock
         self._waiting_images = value
         if self._metrics:
             self._metrics.queue_depth.set(value)
 
-    async def _run(self, warm_up: Callable[[], None] | None) -> None:
-        loop = asyncio.get_running_loop()
+    def _work(self, warm_up: Callable[[], None] | None) -> None:
         if warm_up is not None:
-            await loop.run_in_executor(self._executor, warm_up)
-        self.ready.set()
-        while True:
+            try:
+                warm_up()
+            except Exception:
+                log.exception("model warm-up failed; not serving")
+                with self._changed:
+                    self._closed = "the model failed to warm up"
+                self._to_loop(self._fail_all_waiting)
+                return
+        self._to_loop(self.ready.set)
+        while (batch := self._next_batch()) is not None:
+            self._execute(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Everything waiting, up to the cap; ``None`` once closed and drained."""
+        with self._changed:
             while not self._waiting:
                 if self._closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-            if self.max_wait_s > 0 and self._waiting_images < self.max_batch_size:
-                await asyncio.sleep(self.max_wait_s)
+                    return None
+                self._changed.wait()
+            if self.max_wait_s > 0:  # wait for company, at most max_wait_s, unless closing
+                deadline = time.perf_counter() + self.max_wait_s
+                while (
+                    not self._closed
+                    and self._waiting_images < self.max_batch_size
+                    and (left := deadline - time.perf_counter()) > 0
+                ):
+                    self._changed.wait(left)
             batch, n = [], 0
             while self._waiting and (
                 not batch or n + len(self._waiting[0].images) <= self.max_batch_size
@@ -117,9 +139,9 @@ class MicroBatcher:
                 batch.append(pending)
                 n += len(pending.images)
             self._set_depth(self._waiting_images - n)
-            await self._execute(batch, loop)
+            return batch
 
-    async def _execute(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+    def _execute(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # skip clients that went away
         if not live:
             return
@@ -130,17 +152,38 @@ class MicroBatcher:
                 self._metrics.queue_wait.observe(started - p.enqueued)
             self._metrics.batch_size.observe(len(images))
         try:
-            probs = await loop.run_in_executor(self._executor, self._predict, images)
+            probs = self._predict(images)
         except Exception as exc:  # the model failed: every request in the batch learns why
-            for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            self._to_loop(_fail, live, exc)
             return
         if self._metrics:
             self._metrics.inference_time.observe(time.perf_counter() - started)
-        offset = 0
-        for p in live:
-            k = len(p.images)
-            if not p.future.done():
-                p.future.set_result(probs[offset : offset + k])
-            offset += k
+        self._to_loop(_deliver, live, probs)
+
+    def _to_loop(self, callback: Callable, *args) -> None:
+        """Run ``callback(*args)`` on the event loop (futures are not thread-safe)."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _fail_all_waiting(self) -> None:
+        with self._changed:
+            left, self._waiting = list(self._waiting), deque()
+            self._set_depth(0)
+        _fail(left, BatcherClosedError(self._closed))
+
+
+def _deliver(batch: list[_Pending], probs: np.ndarray) -> None:
+    offset = 0
+    for p in batch:
+        k = len(p.images)
+        if not p.future.done():
+            p.future.set_result(probs[offset : offset + k])
+        offset += k
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(exc)

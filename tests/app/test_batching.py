@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -22,8 +23,6 @@ class SlowSum:
         self.lock = threading.Lock()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        import time
-
         with self.lock:
             self.batches.append(len(images))
         time.sleep(self.delay)
@@ -126,3 +125,44 @@ def test_concurrent_http_requests_match_sequential_answers(client):
     for r, expected in zip(responses, sequential, strict=True):
         assert r.status_code == 200
         assert r.json()["probabilities"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_model_does_not_wait_for_a_busy_event_loop():
+    """The inference thread picks its next batch itself: queued work runs while the loop is
+    blocked, and the results arrive once it is free."""
+    model = SlowSum(delay=0.02)
+
+    async def scenario():
+        async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
+            pending = [
+                asyncio.create_task(b.submit(np.full((1, 1, 1, 3), i, np.uint8))) for i in range(4)
+            ]
+            await asyncio.sleep(0)  # all four are queued
+            time.sleep(0.5)  # block the event loop: no callback, no task runs meanwhile
+            calls_while_blocked = len(model.batches)
+            return calls_while_blocked, await asyncio.gather(*pending)
+
+    calls_while_blocked, results = run(scenario())
+    assert calls_while_blocked == 4
+    assert [float(r[0, 0]) for r in results] == [0.0, 3.0, 6.0, 9.0]
+
+
+def test_failed_warm_up_leaves_it_unready_and_refuses_work():
+    def warm_up():
+        raise RuntimeError("no memory for the model")
+
+    async def scenario():
+        b = MicroBatcher(SlowSum(), max_batch_size=4, max_wait_s=0, queue_limit=10)
+        b.start(warm_up)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            try:
+                await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
+            except BatcherClosedError as exc:
+                ready = b.ready.is_set()
+                await b.close()
+                return ready, str(exc)
+        raise AssertionError("submit was never refused")
+
+    ready, message = run(scenario())
+    assert not ready and "warm up" in message
