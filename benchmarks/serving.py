@@ -12,7 +12,9 @@ Shared virtual machines drift by 10-30 % within minutes, so after the batch swee
 comparison is made in many short rounds, each measuring the bare model and the server back to
 back (bare best batch, server at 32 clients, bare batch 1, server at 1 client); the targets are
 checked on the median of the per-round ratios and differences. Throughput is images done per
-second of wall time on both sides; latency is the median.
+second of wall time on both sides; latency is the median. Each server load also reports what
+share of the machine's CPU the server's event loop (its main thread) and the load generator
+took: CPU that the model's threads could not use.
 
 * throughput at 32 clients >= 0.9 x the bare model's best-batch throughput
 * p50 latency at 1 client <= the bare batch-1 latency + 5 ms
@@ -171,10 +173,25 @@ def rss_mib(pid: int) -> dict:
     return fields
 
 
-def server_load(port: int, requests: list[bytes], clients: int, seconds: float) -> dict:
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process's main thread (the server's event loop)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def server_load(
+    port: int, server_pid: int, requests: list[bytes], clients: int, seconds: float
+) -> dict:
+    """Load the server; also what its event loop and this load generator took of the CPU."""
     before, start = batching_stats(port), time.perf_counter()
+    loop_cpu, own_cpu = main_thread_cpu_s(server_pid), time.process_time()
     result = asyncio.run(load(port, requests, clients, seconds))
-    result.update(batching_delta(before, batching_stats(port), time.perf_counter() - start))
+    loop_cpu, own_cpu = main_thread_cpu_s(server_pid) - loop_cpu, time.process_time() - own_cpu
+    elapsed = time.perf_counter() - start
+    result.update(batching_delta(before, batching_stats(port), elapsed))
+    cpu_seconds = elapsed * (os.cpu_count() or 1)  # the whole machine's CPU over the load
+    result["loop_cpu_share"] = loop_cpu / cpu_seconds
+    result["client_cpu_share"] = own_cpu / cpu_seconds
     return result
 
 
@@ -216,9 +233,9 @@ def main() -> int:
         rounds = []
         for _ in range(args.rounds):
             r = {"bare_best": bare_throughput(model, best, args.bare_seconds)}
-            r["server_32"] = server_load(port, requests, 32, args.seconds)
+            r["server_32"] = server_load(port, server.pid, requests, 32, args.seconds)
             r["bare_1"] = bare_throughput(model, 1, args.bare_seconds)
-            r["server_1"] = server_load(port, requests, 1, args.seconds)
+            r["server_1"] = server_load(port, server.pid, requests, 1, args.seconds)
             r["ratio"] = r["server_32"]["throughput"] / r["bare_best"]["throughput"]
             r["overhead_ms"] = r["server_1"]["p50_ms"] - r["bare_1"]["p50_ms"]
             rounds.append(r)
@@ -244,16 +261,17 @@ def main() -> int:
     print(f"\nRounds (bare best batch = {best}; server: 32 clients, then 1 client):\n")
     print(
         "| round | bare best img/s | server 32 req/s | ratio | p50 / p99 ms at 32 "
-        "| mean batch | model busy | bare b1 p50 ms | server 1-client p50 ms | overhead ms "
-        "| errors |"
+        "| mean batch | model busy | loop / client CPU | bare b1 p50 ms | server 1-client p50 ms "
+        "| overhead ms | errors |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: " * 12 + "|")
     for i, r in enumerate(rounds, 1):
         many, one = r["server_32"], r["server_1"]
         print(
             f"| {i} | {r['bare_best']['throughput']:.1f} | {many['throughput']:.1f} "
             f"| {r['ratio']:.2f} | {many['p50_ms']:.0f} / {many['p99_ms']:.0f} "
             f"| {many['mean_batch']:.1f} | {many['model_busy_share']:.0%} "
+            f"| {many['loop_cpu_share']:.0%} / {many['client_cpu_share']:.0%} "
             f"| {r['bare_1']['p50_ms']:.1f} | {one['p50_ms']:.1f} | {r['overhead_ms']:+.1f} "
             f"| {many['errors'] + one['errors']} |"
         )
