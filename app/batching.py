@@ -63,6 +63,7 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.ready = asyncio.Event()
+        self.failure: str | None = None  # why the batcher will never be ready, if it won't
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
         """Start the inference thread; it runs ``warm_up`` first, then serves."""
@@ -106,10 +107,11 @@ class MicroBatcher:
         if warm_up is not None:
             try:
                 warm_up()
-            except Exception:
+            except Exception as exc:
                 log.exception("model warm-up failed; not serving")
                 with self._changed:
                     self._closed = "the model failed to warm up"
+                self.failure = f"{self._closed}: {type(exc).__name__}: {exc}"
                 self._to_loop(self._fail_all_waiting)
                 return
         self._to_loop(self.ready.set)

@@ -46,5 +46,6 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str
+    status: str = Field(description="'ready', 'starting', or 'failed' (see detail).")
     model: ModelRef | None = None
+    detail: str | None = Field(None, description="Why the model will not become ready.")

@@ -159,10 +159,11 @@ def test_failed_warm_up_leaves_it_unready_and_refuses_work():
             try:
                 await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
             except BatcherClosedError as exc:
-                ready = b.ready.is_set()
+                ready, failure = b.ready.is_set(), b.failure
                 await b.close()
-                return ready, str(exc)
+                return ready, str(exc), failure
         raise AssertionError("submit was never refused")
 
-    ready, message = run(scenario())
+    ready, message, failure = run(scenario())
     assert not ready and "warm up" in message
+    assert failure == "the model failed to warm up: RuntimeError: no memory for the model"

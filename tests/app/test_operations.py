@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.model import load_served_model
 from tests.app.conftest import make_settings, wait_ready
 from tests.helpers import CLASS_NAMES, image_bytes
 
@@ -27,6 +29,29 @@ def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
         assert r.status_code == 200
         assert r.json() == {"status": "ready", "model": {"name": "tiny", "version": 1}}
         assert "model_ready 1.0" in client.get("/metrics").text
+
+
+def test_a_failed_warm_up_is_reported_not_hidden(tiny_model_root, monkeypatch):
+    """Readiness says 'failed' and why; /predict answers 503 model_failed, not a hang."""
+    model = load_served_model(tiny_model_root)
+
+    def warm_up(*args):
+        raise MemoryError("cannot allocate the model's buffers")
+
+    monkeypatch.setattr(model, "warm_up", warm_up)
+    with TestClient(create_app(make_settings(tiny_model_root), model=model)) as client:
+        for _ in range(200):
+            r = client.get("/health/ready")
+            if r.json()["status"] != "starting":
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503
+        assert r.json()["status"] == "failed"
+        assert "MemoryError: cannot allocate" in r.json()["detail"]
+        r = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_failed"
+        assert "Retry-After" not in r.headers
+        assert client.get("/health").status_code == 200  # the process itself is up
 
 
 def test_model_card_endpoint(client):

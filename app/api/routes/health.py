@@ -19,14 +19,23 @@ async def health() -> Health:
 @router.get(
     "/health/ready",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Model not loaded or not warmed up."}},
+    response_model_exclude_none=True,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Model not loaded or not warmed up yet ('starting'), or its warm-up "
+            "failed ('failed'; restart the process).",
+        }
+    },
     summary="Readiness: the model is loaded and warmed up",
 )
 async def ready(request: Request):
     model = getattr(request.app.state, "model", None)
     batcher = getattr(request.app.state, "batcher", None)
+    if batcher is not None and batcher.failure:
+        return JSONResponse({"status": "failed", "detail": batcher.failure}, status_code=503)
     if model is None or batcher is None or not batcher.ready.is_set():
-        return JSONResponse(Readiness(status="starting").model_dump(), status_code=503)
+        return JSONResponse({"status": "starting"}, status_code=503)
     return Readiness(status="ready", model=ModelRef(name=model.name, version=model.version))
 
 

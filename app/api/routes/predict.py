@@ -29,7 +29,8 @@ ERRORS = {
         413: "File, request, image dimensions or file count over the limit.",
         415: "An image format that is not supported.",
         422: "Neither 'file' nor 'files' was sent, text in 'file', or a bad query parameter.",
-        503: "Queue full or model not ready; retry after the Retry-After header.",
+        503: "Queue full, model not ready or shutting down (retry after Retry-After); "
+        "model failed its warm-up (code model_failed, no Retry-After).",
     }.items()
 }
 NON_IMAGE_TYPES = ("text/", "application/json", "application/pdf", "audio/", "video/")
@@ -160,6 +161,8 @@ async def _predict_form(
             503, "overloaded", f"server busy ({exc}); retry shortly", {"Retry-After": "1"}
         ) from None
     except BatcherClosedError as exc:
+        if batcher.failure:  # the model failed its warm-up: retrying here will not help
+            raise APIError(503, "model_failed", batcher.failure) from None
         raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
