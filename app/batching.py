@@ -34,6 +34,10 @@ class BatcherClosedError(Exception):
     """The server is shutting down (or the model failed to warm up) and takes no new work."""
 
 
+class ModelFailedError(BatcherClosedError):
+    """The model failed its warm-up: this batcher will never serve."""
+
+
 @dataclass
 class _Pending:
     images: np.ndarray
@@ -60,10 +64,10 @@ class MicroBatcher:
         self._waiting_images = 0
         self._changed = threading.Condition()  # guards _waiting, _waiting_images, _closed
         self._closed: str | None = None  # why new work is refused
+        self.failure: str | None = None  # why the model will never serve (a failed warm-up)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.ready = asyncio.Event()
-        self.failure: str | None = None  # why the batcher will never be ready, if it won't
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
         """Start the inference thread; it runs ``warm_up`` first, then serves."""
@@ -78,7 +82,7 @@ class MicroBatcher:
         future = asyncio.get_running_loop().create_future()
         with self._changed:
             if self._closed:
-                raise BatcherClosedError(self._closed)
+                raise self._refusal()
             if self._waiting_images + len(images) > self.queue_limit:
                 if self._metrics:
                     self._metrics.rejected.inc()
@@ -110,8 +114,9 @@ class MicroBatcher:
             except Exception as exc:
                 log.exception("model warm-up failed; not serving")
                 with self._changed:
-                    self._closed = "the model failed to warm up"
-                self.failure = f"{self._closed}: {type(exc).__name__}: {exc}"
+                    self._closed = self.failure = (
+                        f"the model failed to warm up: {type(exc).__name__}: {exc}"
+                    )
                 self._to_loop(self._fail_all_waiting)
                 return
         self._to_loop(self.ready.set)
@@ -169,11 +174,15 @@ class MicroBatcher:
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
+    def _refusal(self) -> BatcherClosedError:  # caller holds the lock
+        return ModelFailedError(self.failure) if self.failure else BatcherClosedError(self._closed)
+
     def _fail_all_waiting(self) -> None:
         with self._changed:
             left, self._waiting = list(self._waiting), deque()
             self._set_depth(0)
-        _fail(left, BatcherClosedError(self._closed))
+            refusal = self._refusal()
+        _fail(left, refusal)
 
 
 def _deliver(batch: list[_Pending], probs: np.ndarray) -> None:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import serving_state
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
-from app.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from app.batching import BatcherClosedError, MicroBatcher, ModelFailedError, QueueFullError
 from app.config import Settings
 from app.errors import APIError
 from app.images import decode_opened, open_upload
@@ -160,9 +160,9 @@ async def _predict_form(
         raise APIError(
             503, "overloaded", f"server busy ({exc}); retry shortly", {"Retry-After": "1"}
         ) from None
+    except ModelFailedError as exc:  # retrying here will not help: no Retry-After
+        raise APIError(503, "model_failed", str(exc)) from None
     except BatcherClosedError as exc:
-        if batcher.failure:  # the model failed its warm-up: retrying here will not help
-            raise APIError(503, "model_failed", batcher.failure) from None
         raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
