@@ -10,11 +10,14 @@ the machine's CPU as possible.
 
 Shared virtual machines drift by 10-30 % within minutes, so after the batch sweep the
 comparison is made in many short rounds, each measuring the bare model and the server back to
-back (bare best batch, server at 32 clients, bare batch 1, server at 1 client); the targets are
-checked on the median of the per-round ratios and differences. Throughput is images done per
-second of wall time on both sides; latency is the median. Each server load also reports what
-share of the machine's CPU the server's event loop (its main thread) and the load generator
-took: CPU that the model's threads could not use.
+back (bare best batch, bare at the server's batch cap, server at 32 clients, bare batch 1,
+server at 1 client); the targets are checked on the median of the per-round ratios and
+differences. Throughput is images done per second of wall time on both sides, the server's in
+steady state: its clients keep uploading through the whole measured window, which starts after
+a warm-up second and ends before they stop. Latency is the median. Each server load also
+reports what share of the machine's CPU the server's event loop (its main thread) and the load
+generator took (CPU that the model's threads could not use), and each round splits the
+32-client ratio into three measured factors (see ``gap_factors``).
 
 * throughput at 32 clients >= 0.9 x the bare model's best-batch throughput
 * p50 latency at 1 client <= the bare batch-1 latency + 5 ms
@@ -44,6 +47,7 @@ sys.path.insert(0, str(ROOT / "deploy"))
 from local_server import free_port, http_ready, multipart_body, wait_until_ready  # noqa: E402
 from timing import time_calls  # noqa: E402
 
+from app.config import Settings  # noqa: E402
 from app.model import ServedModel, load_served_model  # noqa: E402
 from training.provenance import cpu_description  # noqa: E402
 
@@ -85,12 +89,13 @@ def build_request(port: int, png: bytes) -> bytes:
 
 
 async def one_client(
-    port: int, requests: list[bytes], deadline: float, latencies: list, errors: list, offset: int
+    port: int, requests: list[bytes], stop: asyncio.Event, done: list, errors: list, offset: int
 ) -> None:
+    """Upload over one keep-alive connection until ``stop``; record (finish time, latency)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = offset
     try:
-        while time.perf_counter() < deadline:
+        while not stop.is_set():
             req = requests[i % len(requests)]
             i += 1
             t = time.perf_counter()
@@ -101,28 +106,60 @@ async def one_client(
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-            latencies.append(time.perf_counter() - t)
+            finished = time.perf_counter()
+            done.append((finished, finished - t))
             if b" 200 " not in status_line:
                 errors.append(status_line.decode().strip())
     finally:
         writer.close()
 
 
+class Snapshot:
+    """What the server and this process have done so far: /metrics, event-loop and own CPU."""
+
+    def __init__(self, port: int, server_pid: int) -> None:
+        self.port, self.server_pid = port, server_pid
+
+    async def take(self) -> dict:
+        stats = await asyncio.to_thread(batching_stats, self.port)
+        stats["loop_cpu"] = main_thread_cpu_s(self.server_pid)
+        stats["own_cpu"] = time.process_time()
+        stats["time"] = time.perf_counter()
+        return stats
+
+
 async def load(
-    port: int, requests: list[bytes], clients: int, seconds: float, warmup: float = 1.0
+    port: int,
+    server_pid: int,
+    requests: list[bytes],
+    clients: int,
+    seconds: float,
+    warmup: float = 1.0,
 ) -> dict:
-    for phase_seconds in (warmup, seconds):  # the warm-up's numbers are discarded
-        latencies, errors = [], []
-        start = time.perf_counter()
-        deadline = start + phase_seconds
-        await asyncio.gather(
-            *(
-                one_client(port, requests, deadline, latencies, errors, k * 7)
-                for k in range(clients)
-            )
-        )
-        elapsed = time.perf_counter() - start
-    lat = np.array(latencies) * 1000
+    """``clients`` keep-alive connections uploading back to back; measured in steady state.
+
+    The clients run without pause for ``warmup + seconds``; only the last ``seconds`` count
+    (responses finished in that window), so neither the ramp-up nor the drain at the end
+    (fewer clients than ``clients`` still waiting) is in the numbers. Errors count over the
+    whole load.
+    """
+    done, errors, stop = [], [], asyncio.Event()
+    tasks = [
+        asyncio.create_task(one_client(port, requests, stop, done, errors, k * 7))
+        for k in range(clients)
+    ]
+    snapshot = Snapshot(port, server_pid)
+    try:
+        await asyncio.sleep(warmup)
+        before = await snapshot.take()
+        await asyncio.sleep(seconds)
+        after = await snapshot.take()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    elapsed = after["time"] - before["time"]
+    lat = np.array([d for t, d in done if before["time"] <= t < after["time"]]) * 1000
+    cpu_seconds = elapsed * (os.cpu_count() or 1)  # the whole machine's CPU over the window
     return {
         "clients": clients,
         "requests": len(lat),
@@ -132,11 +169,14 @@ async def load(
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
         "error_samples": errors[:3],
+        **batching_delta(before, after, elapsed),
+        "loop_cpu_share": (after["loop_cpu"] - before["loop_cpu"]) / cpu_seconds,
+        "client_cpu_share": (after["own_cpu"] - before["own_cpu"]) / cpu_seconds,
     }
 
 
 def batching_stats(port: int) -> dict:
-    """Model calls, mean images per call and model-busy seconds, from the server's /metrics."""
+    """Model calls, images and model-busy seconds so far, from the server's /metrics."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -153,7 +193,12 @@ def batching_stats(port: int) -> dict:
 
 
 def batching_delta(before: dict, after: dict, seconds: float) -> dict:
-    """Server-side batching over ``seconds`` of wall time between two ``batching_stats``."""
+    """Server-side batching over ``seconds`` of wall time between two ``batching_stats``.
+
+    ``model_images_per_busy_s`` is the model's own speed inside the server (images per second
+    of model calls): against the bare model at the same batch size it shows what sharing the
+    CPU with the server's event loop and the load generator costs the model.
+    """
     calls = after["inference_batch_size_count"] - before["inference_batch_size_count"]
     images = after["inference_batch_size_sum"] - before["inference_batch_size_sum"]
     busy = after["inference_duration_seconds_sum"] - before["inference_duration_seconds_sum"]
@@ -161,6 +206,7 @@ def batching_delta(before: dict, after: dict, seconds: float) -> dict:
         "model_calls": int(calls),
         "mean_batch": images / calls if calls else 0.0,
         "model_busy_share": busy / seconds,
+        "model_images_per_busy_s": images / busy if busy else 0.0,
     }
 
 
@@ -182,17 +228,27 @@ def main_thread_cpu_s(pid: int) -> float:
 def server_load(
     port: int, server_pid: int, requests: list[bytes], clients: int, seconds: float
 ) -> dict:
-    """Load the server; also what its event loop and this load generator took of the CPU."""
-    before, start = batching_stats(port), time.perf_counter()
-    loop_cpu, own_cpu = main_thread_cpu_s(server_pid), time.process_time()
-    result = asyncio.run(load(port, requests, clients, seconds))
-    loop_cpu, own_cpu = main_thread_cpu_s(server_pid) - loop_cpu, time.process_time() - own_cpu
-    elapsed = time.perf_counter() - start
-    result.update(batching_delta(before, batching_stats(port), elapsed))
-    cpu_seconds = elapsed * (os.cpu_count() or 1)  # the whole machine's CPU over the load
-    result["loop_cpu_share"] = loop_cpu / cpu_seconds
-    result["client_cpu_share"] = own_cpu / cpu_seconds
-    return result
+    """Load the server; also its batching and what its event loop and this process took."""
+    return asyncio.run(load(port, server_pid, requests, clients, seconds))
+
+
+def gap_factors(r: dict) -> dict:
+    """The 32-client ratio as a product of three measured factors (their product is the ratio,
+    up to the bare model's drift between its two measurements in the round):
+
+    * ``batching``: the bare model at the server's batch cap vs at its best batch size (what
+      batches no larger than the cap cost),
+    * ``sharing``: the model's speed inside the server (images per second of model calls) vs
+      the bare model at the cap (what sharing the CPU with the HTTP work and the load generator
+      costs it),
+    * ``busy``: the share of the window the model was computing.
+    """
+    many = r["server_32"]
+    return {
+        "batching": r["bare_cap"]["throughput"] / r["bare_best"]["throughput"],
+        "sharing": many["model_images_per_busy_s"] / r["bare_cap"]["throughput"],
+        "busy": many["model_busy_share"],
+    }
 
 
 def machine() -> str:
@@ -215,6 +271,7 @@ def main() -> int:
     args = ap.parse_args()
 
     requests_png = png_payloads(args.data, args.images)
+    cap = Settings().max_batch_size  # the server's batch cap (it reads the same environment)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
@@ -233,11 +290,15 @@ def main() -> int:
         rounds = []
         for _ in range(args.rounds):
             r = {"bare_best": bare_throughput(model, best, args.bare_seconds)}
+            r["bare_cap"] = (
+                bare_throughput(model, cap, args.bare_seconds) if cap != best else r["bare_best"]
+            )
             r["server_32"] = server_load(port, server.pid, requests, 32, args.seconds)
             r["bare_1"] = bare_throughput(model, 1, args.bare_seconds)
             r["server_1"] = server_load(port, server.pid, requests, 1, args.seconds)
             r["ratio"] = r["server_32"]["throughput"] / r["bare_best"]["throughput"]
             r["overhead_ms"] = r["server_1"]["p50_ms"] - r["bare_1"]["p50_ms"]
+            r["factors"] = gap_factors(r)
             rounds.append(r)
         memory = rss_mib(server.pid)
     finally:
@@ -276,6 +337,29 @@ def main() -> int:
             f"| {many['errors'] + one['errors']} |"
         )
     print(
+        f"\nWhere the 32-client throughput goes (ratio = batching x sharing x busy; "
+        f"batch cap {cap}):\n"
+    )
+    print(
+        f"| round | bare batch {cap} img/s | batching: bare {cap} / bare {best} "
+        f"| model in server img/s | sharing: in server / bare {cap} | busy | product | ratio |"
+    )
+    print("| ---: " * 8 + "|")
+    for i, r in enumerate(rounds, 1):
+        f = r["factors"]
+        print(
+            f"| {i} | {r['bare_cap']['throughput']:.1f} | {f['batching']:.2f} "
+            f"| {r['server_32']['model_images_per_busy_s']:.1f} | {f['sharing']:.2f} "
+            f"| {f['busy']:.0%} | {f['batching'] * f['sharing'] * f['busy']:.2f} "
+            f"| {r['ratio']:.2f} |"
+        )
+    factors = {k: float(np.median([r["factors"][k] for r in rounds])) for k in rounds[0]["factors"]}
+    print(
+        "\nmedian factors: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in factors.items())
+        + f" (product {np.prod(list(factors.values())):.2f})"
+    )
+    print(
         f"\nmedian ratio {ratio:.2f}; median p50 overhead at 1 client {overhead:+.1f} ms; "
         f"server RSS at the end {memory.get('VmRSS', 0):.0f} MiB "
         f"(peak {memory.get('VmHWM', 0):.0f} MiB)"
@@ -290,6 +374,8 @@ def main() -> int:
                     "sweep": sweep,
                     "rounds": rounds,
                     "median_ratio": ratio,
+                    "median_factors": factors,
+                    "batch_cap": cap,
                     "median_overhead_ms": overhead,
                     "rss_mib": memory,
                     "checks": checks,
