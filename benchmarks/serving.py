@@ -8,7 +8,7 @@ the best; (b) the real server (``python -m app``, a subprocess on a loopback por
 generator is a minimal asyncio client with pre-built requests so that it takes as little of
 the machine's CPU as possible.
 
-Shared virtual machines drift by 10-30 % within minutes, so after the batch sweep the
+Shared virtual machines drift by 10-30 % within seconds, so after the batch sweep the
 comparison is made in many short rounds, each measuring the bare model and the server back to
 back (bare best batch, bare at the server's batch cap, server at 32 clients, bare batch 1,
 server at 1 client); the targets are checked on the median of the per-round ratios and
@@ -114,18 +114,13 @@ async def one_client(
         writer.close()
 
 
-class Snapshot:
+async def snapshot(port: int, server_pid: int) -> dict:
     """What the server and this process have done so far: /metrics, event-loop and own CPU."""
-
-    def __init__(self, port: int, server_pid: int) -> None:
-        self.port, self.server_pid = port, server_pid
-
-    async def take(self) -> dict:
-        stats = await asyncio.to_thread(batching_stats, self.port)
-        stats["loop_cpu"] = main_thread_cpu_s(self.server_pid)
-        stats["own_cpu"] = time.process_time()
-        stats["time"] = time.perf_counter()
-        return stats
+    stats = await asyncio.to_thread(batching_stats, port)  # the clients keep running meanwhile
+    stats["loop_cpu"] = main_thread_cpu_s(server_pid)
+    stats["own_cpu"] = time.process_time()
+    stats["time"] = time.perf_counter()
+    return stats
 
 
 async def load(
@@ -148,12 +143,11 @@ async def load(
         asyncio.create_task(one_client(port, requests, stop, done, errors, k * 7))
         for k in range(clients)
     ]
-    snapshot = Snapshot(port, server_pid)
     try:
         await asyncio.sleep(warmup)
-        before = await snapshot.take()
+        before = await snapshot(port, server_pid)
         await asyncio.sleep(seconds)
-        after = await snapshot.take()
+        after = await snapshot(port, server_pid)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
