@@ -219,16 +219,10 @@ def main_thread_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def server_load(
-    port: int, server_pid: int, requests: list[bytes], clients: int, seconds: float
-) -> dict:
-    """Load the server; also its batching and what its event loop and this process took."""
-    return asyncio.run(load(port, server_pid, requests, clients, seconds))
-
-
 def gap_factors(r: dict) -> dict:
-    """The 32-client ratio as a product of three measured factors (their product is the ratio,
-    up to the bare model's drift between its two measurements in the round):
+    """The 32-client ratio as a product of three measured factors (the product is the ratio up
+    to the model call that straddles each edge of the window: the factors count the images the
+    model finished, the ratio the answers the clients received):
 
     * ``batching``: the bare model at the server's batch cap vs at its best batch size (what
       batches no larger than the cap cost),
@@ -287,9 +281,9 @@ def main() -> int:
             r["bare_cap"] = (
                 bare_throughput(model, cap, args.bare_seconds) if cap != best else r["bare_best"]
             )
-            r["server_32"] = server_load(port, server.pid, requests, 32, args.seconds)
+            r["server_32"] = asyncio.run(load(port, server.pid, requests, 32, args.seconds))
             r["bare_1"] = bare_throughput(model, 1, args.bare_seconds)
-            r["server_1"] = server_load(port, server.pid, requests, 1, args.seconds)
+            r["server_1"] = asyncio.run(load(port, server.pid, requests, 1, args.seconds))
             r["ratio"] = r["server_32"]["throughput"] / r["bare_best"]["throughput"]
             r["overhead_ms"] = r["server_1"]["p50_ms"] - r["bare_1"]["p50_ms"]
             r["factors"] = gap_factors(r)
