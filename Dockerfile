@@ -1,11 +1,12 @@
 # CPU image of the CIFAR-10 classifier API. Build: docker build -t cifar10-api .
+# It serves with OpenVINO (no TensorFlow, no training code); for the TensorFlow runtime install
+# the "tensorflow" extra instead: pip install ".[tensorflow]" and CIFAR10_RUNTIME=tensorflow.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     CIFAR10_MODEL_DIR=/app/models/cifar10-resnet50 \
     CIFAR10_HOST=0.0.0.0 \
     CIFAR10_PORT=8000
@@ -14,12 +15,11 @@ WORKDIR /app
 
 # Dependencies first (cached while only code or model change).
 COPY pyproject.toml README.md ./
-COPY training/__init__.py training/__init__.py
 COPY app/__init__.py app/__init__.py
 RUN pip install .  && pip uninstall -y cifar10-resnet50-service
 
-# Code, then the model that is served by default (override with a volume on /app/models).
-COPY training training
+# Code (the serving package only), then the model served by default (override with a volume
+# on /app/models).
 COPY app app
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 appuser

@@ -46,6 +46,17 @@ class _Pending:
 
 
 class MicroBatcher:
+    """Runs ``predict`` on batches of the images that requests ``submit``, in one thread.
+
+    ``start`` (on the event loop) starts the inference thread, which runs the warm-up first;
+    ``ready`` is set when it succeeded, ``settled`` when it ended either way (``failure`` then
+    says why it did not succeed). ``submit`` raises ``QueueFullError`` beyond ``queue_limit``
+    waiting images and ``BatcherClosedError`` (``ModelFailedError`` after a failed warm-up)
+    once no new work is taken; ``close`` drains the queue and stops the thread. ``predict``
+    may be any callable from uint8 ``[n, h, w, 3]`` to ``[n, classes]``: the batcher does not
+    know which runtime serves.
+    """
+
     def __init__(
         self,
         predict: Callable[[np.ndarray], np.ndarray],
@@ -67,7 +78,8 @@ class MicroBatcher:
         self.failure: str | None = None  # why the model will never serve (a failed warm-up)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the warm-up succeeded
+        self.settled = asyncio.Event()  # set once the warm-up ended, either way
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
         """Start the inference thread; it runs ``warm_up`` first, then serves."""
@@ -86,7 +98,9 @@ class MicroBatcher:
             if self._waiting_images + len(images) > self.queue_limit:
                 if self._metrics:
                     self._metrics.rejected.inc()
-                raise QueueFullError(f"{self._waiting_images} images already waiting")
+                raise QueueFullError(
+                    f"server busy: {self._waiting_images} images already waiting; retry shortly"
+                )
             self._waiting.append(_Pending(images, future, time.perf_counter()))
             self._set_depth(self._waiting_images + len(images))
             self._changed.notify()
@@ -118,8 +132,10 @@ class MicroBatcher:
                         f"the model failed to warm up: {type(exc).__name__}: {exc}"
                     )
                 self._to_loop(self._fail_all_waiting)
+                self._to_loop(self.settled.set)
                 return
         self._to_loop(self.ready.set)
+        self._to_loop(self.settled.set)
         while (batch := self._next_batch()) is not None:
             self._execute(batch)
 

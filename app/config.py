@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """How the server runs: each field is the ``CIFAR10_<NAME>`` environment variable (or a
+    ``cifar10-serve`` flag). ``get_settings`` reads them once; tests pass their own."""
+
     model_config = SettingsConfigDict(env_prefix="CIFAR10_", protected_namespaces=())
 
     model_dir: Path = Field(
@@ -17,6 +21,14 @@ class Settings(BaseSettings):
         description="Folder holding numbered SavedModel versions (TF Serving layout).",
     )
     model_version: int | None = Field(None, description="Pin a version; default: the newest.")
+    runtime: Literal["auto", "openvino", "tensorflow"] = Field(
+        "auto", description="Inference runtime; auto: OpenVINO where it is installed."
+    )
+    precision: Literal["auto", "f32", "bf16", "int8"] = Field(
+        "auto",
+        description="auto: int8 where the version has an accepted one (OpenVINO), else bf16 "
+        "where the CPU has AVX512_BF16 or AMX (OpenVINO), else f32.",
+    )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per image file.")
     max_files: int = Field(32, ge=1, description="Images per request (field 'files').")
     max_image_pixels: int = Field(

@@ -1,6 +1,13 @@
-"""Every error the API returns has one JSON shape: ``{"error": {"code", "message"}}``."""
+"""Every error the API returns has one JSON shape: ``{"error": {"code", "message"}}``.
+
+The domain errors that requests can cause (a bad image, a full queue, a server that is
+stopping) are raised by the modules that detect them and mapped to an HTTP status, a stable
+error code and headers here, in ``DOMAIN_ERRORS``, the one table of that mapping.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +46,52 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
 
 
+@dataclass(frozen=True)
+class ErrorMapping:
+    status: int
+    code: str
+    headers: dict | None = None
+
+
+def _domain_errors() -> dict[type[Exception], ErrorMapping]:
+    from app.batching import BatcherClosedError, ModelFailedError, QueueFullError
+    from app.images import (
+        EmptyImageError,
+        ImageTooLargeError,
+        InvalidImageError,
+        UnsupportedImageTypeError,
+    )
+
+    return {
+        EmptyImageError: ErrorMapping(400, "empty_file"),
+        InvalidImageError: ErrorMapping(400, "invalid_image"),
+        UnsupportedImageTypeError: ErrorMapping(415, "unsupported_image_type"),
+        ImageTooLargeError: ErrorMapping(413, "image_too_large"),
+        QueueFullError: ErrorMapping(503, "overloaded", {"Retry-After": "1"}),
+        # Retrying will not help a model that failed its warm-up: no Retry-After.
+        ModelFailedError: ErrorMapping(503, "model_failed"),
+        BatcherClosedError: ErrorMapping(503, "shutting_down", {"Retry-After": "5"}),
+    }
+
+
+def api_error_for(exc: Exception) -> APIError | None:
+    """The ``APIError`` a domain error maps to (most specific class first), or ``None``."""
+    for cls in type(exc).__mro__:
+        mapping = _domain_errors().get(cls)
+        if mapping is not None:
+            return APIError(mapping.status, mapping.code, str(exc), mapping.headers)
+    return None
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    error = api_error_for(exc)
+    if error is None:  # registered only for mapped types, so this is a programming error
+        raise exc
+    return await _http_error(request, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for cls in _domain_errors():
+        app.add_exception_handler(cls, _domain_error)

@@ -13,7 +13,27 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import APIError
+
+class ImageError(Exception):
+    """An upload that cannot become the model's input; ``app.errors`` maps each subclass to
+    its HTTP status and error code."""
+
+
+class EmptyImageError(ImageError):
+    """Zero bytes."""
+
+
+class InvalidImageError(ImageError):
+    """Not an image, or corrupt or truncated."""
+
+
+class UnsupportedImageTypeError(ImageError):
+    """An image format outside ``ACCEPTED_FORMATS``."""
+
+
+class ImageTooLargeError(ImageError):
+    """Declared dimensions over the pixel limit (refused before decoding)."""
+
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF"}
 ACCEPTED_MEDIA_TYPES = ", ".join(
@@ -43,27 +63,23 @@ def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Im
     ``max_pixels``. No pixel is decoded, so a decompression bomb costs nothing."""
     name = filename or "upload"
     if not data:
-        raise APIError(400, "empty_file", f"{name}: the file is empty")
+        raise EmptyImageError(f"{name}: the file is empty")
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise APIError(413, "image_too_large", f"{name}: {exc}") from None
+        raise ImageTooLargeError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
-        raise APIError(400, "invalid_image", f"{name}: not a recognisable image") from None
+        raise InvalidImageError(f"{name}: not a recognisable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise APIError(400, "invalid_image", f"{name}: unreadable image ({exc})") from None
+        raise InvalidImageError(f"{name}: unreadable image ({exc})") from None
     if img.format not in ACCEPTED_FORMATS:
-        raise APIError(
-            415,
-            "unsupported_image_type",
-            f"{name}: {img.format} images are not supported; send {ACCEPTED_MEDIA_TYPES}",
+        raise UnsupportedImageTypeError(
+            f"{name}: {img.format} images are not supported; send {ACCEPTED_MEDIA_TYPES}"
         )
     width, height = img.size
     if width * height > max_pixels:
-        raise APIError(
-            413,
-            "image_too_large",
-            f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels",
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
         )
     return img
 
@@ -83,16 +99,6 @@ def decode_opened(
             rgb = rgb.resize((width_out, height_out), Image.Resampling.LANCZOS)
         return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise APIError(
-            400, "invalid_image", f"{filename or 'upload'}: corrupt or truncated image ({exc})"
+        raise InvalidImageError(
+            f"{filename or 'upload'}: corrupt or truncated image ({exc})"
         ) from None
-
-
-def decode_upload(
-    data: bytes,
-    size: tuple[int, int],
-    max_pixels: int,
-    filename: str | None = None,
-) -> np.ndarray:
-    """Bytes of one upload → ``(height, width, 3)`` uint8 RGB at the model's input ``size``."""
-    return decode_opened(open_upload(data, max_pixels, filename), size, filename)

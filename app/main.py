@@ -1,7 +1,8 @@
 """The app factory, its lifespan, and the ``cifar10-serve`` command.
 
-``uvicorn app.main:app`` and ``cifar10-serve`` both work; run one worker per container
-(each worker would load its own model and keep its own metrics) and scale with replicas.
+``cifar10-serve`` and ``uvicorn --factory app.main:create_app`` both work (nothing is built at
+import time); run one worker per container (each worker would load its own model and keep its
+own metrics) and scale with replicas.
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ import argparse
 import logging
 import sys
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.main import routers
 from app.batching import MicroBatcher
 from app.config import Settings, get_settings
+from app.cpu import cpu_report
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimitMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 
-__version__ = "0.1.0"
 log = logging.getLogger("app")
 
 DESCRIPTION = """
@@ -37,6 +40,14 @@ Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
 """
 
 
+def package_version() -> str:
+    """The installed project's version (``pyproject.toml`` is its one definition)."""
+    try:
+        return version("cifar10-resnet50-service")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def create_app(settings: Settings | None = None, model: ServedModel | None = None) -> FastAPI:
     """Build the app. The model is loaded (unless given) and warmed up in the lifespan."""
     settings = settings or get_settings()
@@ -45,9 +56,13 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loaded = model or await run_in_threadpool(
-            load_served_model, settings.model_dir, settings.model_version
+            load_served_model,
+            settings.model_dir,
+            settings.model_version,
+            settings.runtime,
+            settings.precision,
         )
-        metrics.model_info.info({"name": loaded.name, "version": str(loaded.version)})
+        metrics.model_info.info({k: str(v) for k, v in loaded.describe().items()})
         batcher = MicroBatcher(
             loaded.predict,
             max_batch_size=settings.max_batch_size,
@@ -72,7 +87,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
     app = FastAPIOffline(
         title="CIFAR-10 ResNet50 classifier",
-        version=__version__,
+        version=package_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
     )
@@ -104,17 +119,29 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--model-version", type=int)
+    parser.add_argument("--runtime", help="auto, openvino or tensorflow")
+    parser.add_argument("--precision", help="auto, f32, bf16 or int8")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"error: invalid setting: {problems}", file=sys.stderr)
+        sys.exit(1)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        model = load_served_model(settings.model_dir, settings.model_version)
+        model = load_served_model(
+            settings.model_dir, settings.model_version, settings.runtime, settings.precision
+        )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    log.info("CPU: %s", cpu_report())
     uvicorn.run(
         create_app(settings, model),
         host=settings.host,
@@ -122,6 +149,3 @@ def run(argv: list[str] | None = None) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-
-
-app = create_app()

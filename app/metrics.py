@@ -20,6 +20,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
 
 
 class Metrics:
+    """The app's Prometheus metrics, in a registry of its own: HTTP requests (by route
+    template, method, status), latency and in-flight count; the batcher's batch sizes, queue
+    wait and depth, model-call time and refusals; predictions by class; the served model;
+    readiness; and the process collector (memory, CPU)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

@@ -1,9 +1,8 @@
-"""Load the exported SavedModel and its model card: the serving side of the model contract.
+"""The served model: a version folder, its model card, and the runtime that computes it.
 
-The contract (written by ``training``, read here without importing it): a folder of numbered
-versions, each a SavedModel with signature ``serving_default`` taking ``image`` uint8
-``[batch, H, W, 3]`` and returning ``probabilities`` float32 ``[batch, classes]``, with
-``model_card.json`` beside it naming the classes.
+A model folder holds numbered versions (TF Serving layout); each is a SavedModel with
+``model_card.json`` beside it naming the classes. Which runtime and precision compute it is
+chosen by ``app.runtimes``; everything above this module sees only ``ServedModel``.
 """
 
 from __future__ import annotations
@@ -15,35 +14,35 @@ from pathlib import Path
 
 import numpy as np
 
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
+from app.runtimes import Runtime, RuntimeConfigError, RuntimeLoadError, select
+
 CARD_NAME = "model_card.json"
 
 log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
-    """The model folder is missing or the SavedModel/card in it is unusable."""
+    """The model folder is missing, its SavedModel or card is unusable, or the configured
+    runtime or precision cannot serve it here."""
 
 
 @dataclass
 class ServedModel:
-    """A loaded SavedModel: ``predict`` maps uint8 images to probabilities."""
+    """A loaded model version: ``predict`` maps uint8 images to class probabilities."""
 
     name: str
     version: int
     path: Path
     card: dict
     class_names: list[str]
-    input_size: tuple[int, int]
-    _signature: object = field(repr=False)
+    runtime: Runtime = field(repr=False)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.runtime.input_size
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        out = self._signature(**{INPUT_NAME: tf.constant(images, dtype=tf.uint8)})
-        return out[OUTPUT_NAME].numpy()
+        return self.runtime.predict(images)
 
     def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run the model so the first request does not pay for graph setup."""
@@ -51,6 +50,15 @@ class ServedModel:
         for _ in range(runs):
             for n in batch_sizes:
                 self.predict(np.zeros((n, h, w, 3), dtype=np.uint8))
+
+    def describe(self) -> dict:
+        """What serves: name, version, runtime and precision (for /model, logs, metrics)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "runtime": self.runtime.name,
+            "precision": self.runtime.precision,
+        }
 
 
 def resolve_version_dir(model_dir: Path, version: int | None) -> Path:
@@ -85,33 +93,25 @@ def _read_card(path: Path) -> dict:
     return card
 
 
-def load_served_model(model_dir: Path, version: int | None = None) -> ServedModel:
-    """Load and check a SavedModel version; every failure is a one-line ``ModelLoadError``."""
+def load_served_model(
+    model_dir: Path,
+    version: int | None = None,
+    runtime: str = "auto",
+    precision: str = "auto",
+) -> ServedModel:
+    """Load and check a model version; every failure is a one-line ``ModelLoadError``."""
     path = resolve_version_dir(Path(model_dir), version)
     card = _read_card(path)
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: no saved_model.pb (not a SavedModel)")
-    import tensorflow as tf
-
     try:
-        loaded = tf.saved_model.load(str(path))
-    except Exception as exc:  # TensorFlow raises many types for a corrupt file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot load SavedModel ({first_line})") from None
-    signature = loaded.signatures.get(SIGNATURE)
-    if signature is None:
-        raise ModelLoadError(f"{path}: no '{SIGNATURE}' signature")
-    inputs = signature.structured_input_signature[1]
-    spec = inputs.get(INPUT_NAME)
-    if spec is None or spec.dtype != tf.uint8 or spec.shape.rank != 4:
-        raise ModelLoadError(f"{path}: signature input '{INPUT_NAME}' must be uint8 [b, h, w, 3]")
-    h, w = spec.shape[1], spec.shape[2]
-    if h is None or w is None:
-        raise ModelLoadError(f"{path}: signature input must have a fixed height and width")
-    outputs = signature.structured_outputs
-    if OUTPUT_NAME not in outputs or outputs[OUTPUT_NAME].shape[-1] != len(card["class_names"]):
+        loaded = select(runtime, precision, path, card)
+    except (RuntimeConfigError, RuntimeLoadError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    if loaded.num_classes != len(card["class_names"]):
         raise ModelLoadError(
-            f"{path}: output '{OUTPUT_NAME}' must have one column per class in the card"
+            f"{path}: the model has {loaded.num_classes} outputs, the card "
+            f"{len(card['class_names'])} class names"
         )
     model = ServedModel(
         name=card.get("name") or path.parent.name,
@@ -119,9 +119,14 @@ def load_served_model(model_dir: Path, version: int | None = None) -> ServedMode
         path=path,
         card=card,
         class_names=card["class_names"],
-        input_size=(int(h), int(w)),
-        _signature=signature,
+        runtime=loaded,
     )
-    model._loaded = loaded  # keep the trackable object (and its variables) alive
-    log.info("loaded model %s version %s from %s", model.name, model.version, path)
+    log.info(
+        "loaded model %s version %s from %s: runtime %s, precision %s",
+        model.name,
+        model.version,
+        path,
+        loaded.name,
+        loaded.precision,
+    )
     return model

@@ -50,15 +50,11 @@ def main() -> int:
         str(b): round(images_per_second(served, b, args.seconds), 1) for b in batches
     }
     if args.run:
-        import keras
+        from training.run import load_run_model
 
-        from training.model import build_classifier, wrap_for_input
-        from training.train import FINAL_WEIGHTS
-
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        classifier = build_classifier("none")
-        classifier.load_weights(args.run / FINAL_WEIGHTS)
-        model = wrap_for_input(classifier, card["internal_size"], card.get("tta_flip", False))
+        model, _ = load_run_model(
+            args.run, card["internal_size"], card.get("tta_flip", False), "mixed_bfloat16"
+        )
         result["images_per_second"]["bfloat16_keras"] = {
             str(b): round(images_per_second(model.predict_on_batch, b, args.seconds), 1)
             for b in batches

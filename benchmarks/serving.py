@@ -1,26 +1,33 @@
-"""Serving benchmark: the bare SavedModel in-process vs the running server, on one machine.
+"""Serving benchmark: every runtime variant, bare in-process and behind the real server.
 
     python benchmarks/serving.py [--model-dir models/cifar10-resnet50] [--data CIFAR_DIR]
+        [--variants tensorflow:f32,openvino:f32,openvino:bf16,openvino:int8] [--profile DIR]
 
-(a) the SavedModel called in-process (the server's own loader) at several batch sizes, to find
-the best; (b) the real server (``python -m app``, a subprocess on a loopback port) under 1 and
-32 concurrent clients that upload real PNGs over keep-alive HTTP/1.1 connections. The load
-generator is a minimal asyncio client with pre-built requests so that it takes as little of
-the machine's CPU as possible.
+For each variant (runtime and precision; by default TensorFlow f32, OpenVINO f32, OpenVINO bf16
+where the CPU has AVX512_BF16 or AMX, and OpenVINO int8 where the version has one): (a) the
+model loaded in-process by the server's own loader, at several batch sizes, to find its best;
+(b) the real server (``python -m app``, a subprocess on a loopback port, one per variant) under
+32 and 1 concurrent clients that upload real PNGs over keep-alive HTTP/1.1 connections. The
+load generator is a minimal asyncio client with pre-built requests so that it takes as little
+of the machine's CPU as possible.
 
-Shared virtual machines drift by 10-30 % within seconds, so after the batch sweep the
-comparison is made in many short rounds, each measuring the bare model and the server back to
-back (bare best batch, bare at the server's batch cap, server at 32 clients, bare batch 1,
-server at 1 client); the targets are checked on the median of the per-round ratios and
-differences. Throughput is images done per second of wall time on both sides, the server's in
-steady state: its clients keep uploading through the whole measured window, which starts after
-a warm-up second and ends before they stop. Latency is the median. Each server load also
-reports what share of the machine's CPU the server's event loop (its main thread) and the load
-generator took (CPU that the model's threads could not use), and each round splits the
-32-client ratio into three measured factors (see ``gap_factors``).
+Shared virtual machines drift by 10-30 % within seconds, so after the batch sweeps the
+comparison is made in short rounds; each round measures every variant back to back (bare best
+batch, bare at the server's batch cap, server at 32 clients, bare batch 1, server at 1 client),
+and the targets are checked on medians of per-round ratios. Throughput is images done per
+second of wall time on both sides, the server's in steady state (its clients keep uploading
+through the whole window, which starts after a warm-up second and ends before they stop).
+Each server load also reports the CPU the server's event loop (its main thread) and the whole
+server process spent per request, and the share of the machine the load generator took.
 
-* throughput at 32 clients >= 0.9 x the bare model's best-batch throughput
-* p50 latency at 1 client <= the bare batch-1 latency + 5 ms
+Targets (medians of the rounds, against TensorFlow f32 in the same run):
+
+* bare model, best batch: OpenVINO int8 >= 3.5x; bf16 >= 2.2x (CPUs with AVX512_BF16 or AMX);
+  OpenVINO f32 >= 1.15x
+* served, 32 clients: the default variant's server >= 2.5x TensorFlow f32's server; 1 client:
+  its p50 <= 0.5x TensorFlow's
+* every server: 32-client throughput >= 0.85x its own bare model at the server's batch cap
+  (``sharing x busy``); the ratio to the bare best batch and the batching factor are reported
 * zero errors
 """
 
@@ -48,8 +55,9 @@ from local_server import free_port, http_ready, multipart_body, wait_until_ready
 from timing import time_calls  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.model import ServedModel, load_served_model  # noqa: E402
-from training.provenance import cpu_description  # noqa: E402
+from app.cpu import cpu_report, has_fast_bf16  # noqa: E402
+from app.model import ServedModel, load_served_model, resolve_version_dir  # noqa: E402
+from app.runtimes import INT8_DIR, resolve  # noqa: E402
 
 
 def bare_throughput(model: ServedModel, batch: int, seconds: float) -> dict:
@@ -118,6 +126,7 @@ async def snapshot(port: int, server_pid: int) -> dict:
     """What the server and this process have done so far: /metrics, event-loop and own CPU."""
     stats = await asyncio.to_thread(batching_stats, port)  # the clients keep running meanwhile
     stats["loop_cpu"] = main_thread_cpu_s(server_pid)
+    stats["server_cpu"] = process_cpu_s(server_pid)
     stats["own_cpu"] = time.process_time()
     stats["time"] = time.perf_counter()
     return stats
@@ -166,6 +175,8 @@ async def load(
         **batching_delta(before, after, elapsed),
         "loop_cpu_share": (after["loop_cpu"] - before["loop_cpu"]) / cpu_seconds,
         "client_cpu_share": (after["own_cpu"] - before["own_cpu"]) / cpu_seconds,
+        "loop_cpu_ms_per_request": 1000 * (after["loop_cpu"] - before["loop_cpu"]) / len(lat),
+        "server_cpu_ms_per_request": 1000 * (after["server_cpu"] - before["server_cpu"]) / len(lat),
     }
 
 
@@ -213,6 +224,12 @@ def rss_mib(pid: int) -> dict:
     return fields
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a whole process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main_thread_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a process's main thread (the server's event loop)."""
     fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -239,9 +256,178 @@ def gap_factors(r: dict) -> dict:
     }
 
 
-def machine() -> str:
-    cpu = cpu_description()
-    return f"{cpu['cpu']}, {cpu['cores']} cores"
+def profile_server(pid: int, port: int, requests: list[bytes], out_dir: Path) -> dict:
+    """Sample the server with py-spy through a 32-client load; write the raw stacks and the
+    event loop's (main thread's) functions by own time, the top ones printed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / "server_32_clients.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", "7"]
+        + ["-r", "250", "-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    asyncio.run(load(port, pid, requests, 32, 5.0, warmup=0.5))
+    spy.wait(timeout=60)
+    own, total = {}, 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if "MainThread" not in frames[0]:
+            continue
+        total += int(count)
+        leaf = frames[-1] if len(frames) > 1 else "(idle)"
+        own[leaf] = own.get(leaf, 0) + int(count)
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:25]
+    lines = [f"{100 * n / total:5.1f}%  {name}" for name, n in top]
+    (out_dir / "event_loop_top.txt").write_text("\n".join(lines) + "\n")
+    print(f"\nevent loop, own time by function (py-spy, {total} samples):")
+    print("\n".join(lines[:15]))
+    return {"samples": total, "top": top}
+
+
+def default_variants(model_dir: Path) -> list[str]:
+    """TensorFlow f32, OpenVINO f32, bf16 where the CPU has it, int8 where the version has it."""
+    out = ["tensorflow:f32", "openvino:f32"]
+    if has_fast_bf16():
+        out.append("openvino:bf16")
+    if (resolve_version_dir(model_dir, None) / INT8_DIR / "model.xml").is_file():
+        out.append("openvino:int8")
+    return out
+
+
+def default_variant(model_dir: Path) -> str:
+    """What ``auto`` serves on this machine (``CIFAR10_RUNTIME``/``PRECISION`` unset)."""
+    version = resolve_version_dir(model_dir, None)
+    card = json.loads((version / "model_card.json").read_text())
+    return ":".join(resolve("auto", "auto", version, card))
+
+
+def start_server(model_dir: Path, variant: str) -> tuple[subprocess.Popen, int]:
+    runtime, precision = variant.split(":")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--model-dir", str(model_dir), "--runtime", runtime, "--precision", precision],
+        cwd=ROOT,
+        env={**os.environ, "CIFAR10_LOG_LEVEL": "warning"},
+    )
+    return server, port
+
+
+def measure_round(v: dict, cap: int, seconds: float, bare_seconds: float) -> dict:
+    """One variant, back to back: bare best and cap, server at 32 clients, bare 1, server 1."""
+    model, best = v["model"], v["best"]
+    r = {"bare_best": bare_throughput(model, best, bare_seconds)}
+    r["bare_cap"] = bare_throughput(model, cap, bare_seconds) if cap != best else r["bare_best"]
+    r["server_32"] = asyncio.run(load(v["port"], v["server"].pid, v["requests"], 32, seconds))
+    r["bare_1"] = bare_throughput(model, 1, bare_seconds)
+    r["server_1"] = asyncio.run(load(v["port"], v["server"].pid, v["requests"], 1, seconds))
+    r["ratio"] = r["server_32"]["throughput"] / r["bare_best"]["throughput"]
+    r["overhead_ms"] = r["server_1"]["p50_ms"] - r["bare_1"]["p50_ms"]
+    r["factors"] = gap_factors(r)
+    r["ratio_at_cap"] = r["factors"]["sharing"] * r["factors"]["busy"]
+    return r
+
+
+def medians(rounds: list[dict], reference: list[dict]) -> dict:
+    """Medians of one variant's per-round figures, and of its speed-ups over the reference's
+    figures of the same round."""
+
+    def med(values):
+        return float(np.median(list(values)))
+
+    pairs = list(zip(rounds, reference, strict=True))
+    return {
+        "bare_best": med(r["bare_best"]["throughput"] for r in rounds),
+        "server_32": med(r["server_32"]["throughput"] for r in rounds),
+        "server_1_p50_ms": med(r["server_1"]["p50_ms"] for r in rounds),
+        "bare_speedup": med(
+            r["bare_best"]["throughput"] / t["bare_best"]["throughput"] for r, t in pairs
+        ),
+        "served_speedup": med(
+            r["server_32"]["throughput"] / t["server_32"]["throughput"] for r, t in pairs
+        ),
+        "p50_1_client_vs_reference": med(
+            r["server_1"]["p50_ms"] / t["server_1"]["p50_ms"] for r, t in pairs
+        ),
+        "ratio": med(r["ratio"] for r in rounds),
+        "ratio_at_cap": med(r["ratio_at_cap"] for r in rounds),
+        "factors": {k: med(r["factors"][k] for r in rounds) for k in rounds[0]["factors"]},
+        "overhead_ms": med(r["overhead_ms"] for r in rounds),
+        "mean_batch": med(r["server_32"]["mean_batch"] for r in rounds),
+        "loop_cpu_ms_per_request": med(r["server_32"]["loop_cpu_ms_per_request"] for r in rounds),
+        "server_cpu_ms_per_request": med(
+            r["server_32"]["server_cpu_ms_per_request"] for r in rounds
+        ),
+        "client_cpu_share": med(r["server_32"]["client_cpu_share"] for r in rounds),
+        "errors": sum(r[k]["errors"] for r in rounds for k in ("server_1", "server_32")),
+    }
+
+
+BARE_TARGETS = {"openvino:int8": 3.5, "openvino:bf16": 2.2, "openvino:f32": 1.15}
+
+
+def checks_for(summary: dict, default: str, reference: str) -> dict:
+    checks = {}
+    for variant, target in BARE_TARGETS.items():
+        if variant in summary:
+            checks[f"bare {variant} >= {target}x {reference}"] = (
+                summary[variant]["bare_speedup"] >= target
+            )
+    if default in summary and default != reference:
+        checks[f"served {default} (default) >= 2.5x {reference}, 32 clients"] = (
+            summary[default]["served_speedup"] >= 2.5
+        )
+        checks[f"served {default} (default) 1-client p50 <= 0.5x {reference}"] = (
+            summary[default]["p50_1_client_vs_reference"] <= 0.5
+        )
+    for variant, m in summary.items():
+        checks[f"{variant}: server 32 clients >= 0.85x bare at cap"] = m["ratio_at_cap"] >= 0.85
+    checks["zero errors"] = all(m["errors"] == 0 for m in summary.values())
+    return checks
+
+
+def print_report(result: dict) -> None:
+    cap, reference = result["batch_cap"], result["reference"]
+    hw = result["machine"]
+    print(
+        f"\nmachine: {hw['cpu']} (family {hw.get('cpu_family')} model {hw.get('model')}), "
+        f"{hw['cores']} cores, flags: {' '.join(hw['flags']) or 'none of interest'}"
+    )
+    print(f"model: {result['model_dir']}; default variant here: {result['default']}")
+    print("\nBare model, in-process, batch sweep (images/s):\n")
+    batches = [r["batch"] for r in next(iter(result["sweeps"].values()))]
+    print("| variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
+    print("| --- " + "| ---: " * len(batches) + "|")
+    for variant, sweep in result["sweeps"].items():
+        print(f"| {variant} | " + " | ".join(f"{r['throughput']:.1f}" for r in sweep) + " |")
+    print(f"\nMedians of {result['rounds_count']} rounds (speed-ups against {reference}):\n")
+    print(
+        "| variant | bare best img/s | x | server 32 clients req/s | x | 1-client p50 ms | x "
+        f"| server / bare at cap {cap} | server / bare best | batching | mean batch "
+        "| loop CPU ms/req | server CPU ms/req | errors |"
+    )
+    print("| --- " + "| ---: " * 13 + "|")
+    for variant, m in result["summary"].items():
+        print(
+            f"| {variant} | {m['bare_best']:.1f} | {m['bare_speedup']:.2f} | {m['server_32']:.1f} "
+            f"| {m['served_speedup']:.2f} | {m['server_1_p50_ms']:.1f} "
+            f"| {m['p50_1_client_vs_reference']:.2f} | {m['ratio_at_cap']:.2f} | {m['ratio']:.2f} "
+            f"| {m['factors']['batching']:.2f} | {m['mean_batch']:.1f} "
+            f"| {m['loop_cpu_ms_per_request']:.2f} | {m['server_cpu_ms_per_request']:.2f} "
+            f"| {m['errors']} |"
+        )
+    print(
+        "\n(x: the variant's figure over the reference's, per round; server / bare at cap = "
+        "sharing x busy; load generator CPU share: "
+        + ", ".join(f"{v} {m['client_cpu_share']:.0%}" for v, m in result["summary"].items())
+        + ")"
+    )
+    print(f"\nserver RSS at the end (MiB): {json.dumps(result['rss_mib'])}")
+    for name, ok in result["checks"].items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
 
 
 def main() -> int:
@@ -250,128 +436,72 @@ def main() -> int:
     ap.add_argument(
         "--data", help="CIFAR-10 folder: upload its first test images (default: samples/)"
     )
+    ap.add_argument("--variants", help="runtime:precision,... (default: all that apply here)")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch-sizes", default="1,8,16,32,64")
-    ap.add_argument("--rounds", type=int, default=10, help="bare/server comparison rounds")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved comparison rounds")
     ap.add_argument("--seconds", type=float, default=4.0, help="per server load measurement")
-    ap.add_argument("--bare-seconds", type=float, default=3.0, help="per bare measurement")
+    ap.add_argument("--bare-seconds", type=float, default=2.0, help="per bare measurement")
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy profile of the default (else the last) server here"
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
-    requests_png = png_payloads(args.data, args.images)
+    names = args.variants.split(",") if args.variants else default_variants(args.model_dir)
+    reference, default = names[0], default_variant(args.model_dir)
+    payloads = png_payloads(args.data, args.images)
     cap = Settings().max_batch_size  # the server's batch cap (it reads the same environment)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--model-dir", str(args.model_dir)],
-        cwd=ROOT,
-        env={**os.environ, "CIFAR10_LOG_LEVEL": "warning"},
-    )
+    variants: dict[str, dict] = {}
     try:
-        wait_until_ready(server, http_ready(f"http://127.0.0.1:{port}/health/ready"))
-        requests = [build_request(port, p) for p in requests_png]
-        model = load_served_model(args.model_dir)  # the server is idle meanwhile
-        sweep = [
-            bare_throughput(model, int(b), args.bare_seconds) for b in args.batch_sizes.split(",")
-        ]
-        best = max(sweep, key=lambda r: r["throughput"])["batch"]
-        rounds = []
+        for name in names:
+            server, port = start_server(args.model_dir, name)
+            variants[name] = {"server": server, "port": port}
+        for name, v in variants.items():
+            wait_until_ready(v["server"], http_ready(f"http://127.0.0.1:{v['port']}/health/ready"))
+            v["requests"] = [build_request(v["port"], p) for p in payloads]
+            runtime, precision = name.split(":")
+            v["model"] = load_served_model(args.model_dir, None, runtime, precision)
+        sweeps = {}
+        for name, v in variants.items():
+            sweeps[name] = [
+                bare_throughput(v["model"], int(b), args.bare_seconds)
+                for b in args.batch_sizes.split(",")
+            ]
+            v["best"] = max(sweeps[name], key=lambda r: r["throughput"])["batch"]
+        rounds = {name: [] for name in variants}
         for _ in range(args.rounds):
-            r = {"bare_best": bare_throughput(model, best, args.bare_seconds)}
-            r["bare_cap"] = (
-                bare_throughput(model, cap, args.bare_seconds) if cap != best else r["bare_best"]
-            )
-            r["server_32"] = asyncio.run(load(port, server.pid, requests, 32, args.seconds))
-            r["bare_1"] = bare_throughput(model, 1, args.bare_seconds)
-            r["server_1"] = asyncio.run(load(port, server.pid, requests, 1, args.seconds))
-            r["ratio"] = r["server_32"]["throughput"] / r["bare_best"]["throughput"]
-            r["overhead_ms"] = r["server_1"]["p50_ms"] - r["bare_1"]["p50_ms"]
-            r["factors"] = gap_factors(r)
-            rounds.append(r)
-        memory = rss_mib(server.pid)
+            for name, v in variants.items():
+                rounds[name].append(measure_round(v, cap, args.seconds, args.bare_seconds))
+        profiled = default if default in variants else names[-1]
+        if args.profile:
+            v = variants[profiled]
+            print(f"\nprofiling the {profiled} server at 32 clients", flush=True)
+            profile_server(v["server"].pid, v["port"], v["requests"], args.profile)
+        memory = {name: rss_mib(v["server"].pid) for name, v in variants.items()}
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for v in variants.values():
+            v["server"].terminate()
+            v["server"].wait(timeout=60)
 
-    ratio = float(np.median([r["ratio"] for r in rounds]))
-    overhead = float(np.median([r["overhead_ms"] for r in rounds]))
-    errors = sum(r[k]["errors"] for r in rounds for k in ("server_1", "server_32"))
-    checks = {
-        "throughput_32_clients >= 0.9 x bare best": ratio >= 0.9,
-        "p50_1_client <= bare batch-1 + 5 ms": overhead <= 5,
-        "zero errors": errors == 0,
+    summary = {name: medians(rounds[name], rounds[reference]) for name in variants}
+    result = {
+        "machine": cpu_report(),
+        "model_dir": str(args.model_dir),
+        "reference": reference,
+        "default": default,
+        "batch_cap": cap,
+        "rounds_count": args.rounds,
+        "sweeps": sweeps,
+        "rounds": rounds,
+        "summary": summary,
+        "rss_mib": memory,
+        "checks": checks_for(summary, default, reference),
     }
-    print(f"\nmachine: {machine()}; model: {args.model_dir}")
-    print("\nBare SavedModel, in-process (batch sweep):\n")
-    print("| batch | images/s | p50 ms per call |")
-    print("| ---: | ---: | ---: |")
-    for r in sweep:
-        print(f"| {r['batch']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} |")
-    print(f"\nRounds (bare best batch = {best}; server: 32 clients, then 1 client):\n")
-    print(
-        "| round | bare best img/s | server 32 req/s | ratio | p50 / p99 ms at 32 "
-        "| mean batch | model busy | loop / client CPU | bare b1 p50 ms | server 1-client p50 ms "
-        "| overhead ms | errors |"
-    )
-    print("| ---: " * 12 + "|")
-    for i, r in enumerate(rounds, 1):
-        many, one = r["server_32"], r["server_1"]
-        print(
-            f"| {i} | {r['bare_best']['throughput']:.1f} | {many['throughput']:.1f} "
-            f"| {r['ratio']:.2f} | {many['p50_ms']:.0f} / {many['p99_ms']:.0f} "
-            f"| {many['mean_batch']:.1f} | {many['model_busy_share']:.0%} "
-            f"| {many['loop_cpu_share']:.0%} / {many['client_cpu_share']:.0%} "
-            f"| {r['bare_1']['p50_ms']:.1f} | {one['p50_ms']:.1f} | {r['overhead_ms']:+.1f} "
-            f"| {many['errors'] + one['errors']} |"
-        )
-    print(
-        f"\nWhere the 32-client throughput goes (ratio = batching x sharing x busy; "
-        f"batch cap {cap}):\n"
-    )
-    print(
-        f"| round | bare batch {cap} img/s | batching: bare {cap} / bare {best} "
-        f"| model in server img/s | sharing: in server / bare {cap} | busy | product | ratio |"
-    )
-    print("| ---: " * 8 + "|")
-    for i, r in enumerate(rounds, 1):
-        f = r["factors"]
-        print(
-            f"| {i} | {r['bare_cap']['throughput']:.1f} | {f['batching']:.2f} "
-            f"| {r['server_32']['model_images_per_busy_s']:.1f} | {f['sharing']:.2f} "
-            f"| {f['busy']:.0%} | {f['batching'] * f['sharing'] * f['busy']:.2f} "
-            f"| {r['ratio']:.2f} |"
-        )
-    factors = {k: float(np.median([r["factors"][k] for r in rounds])) for k in rounds[0]["factors"]}
-    print(
-        "\nmedian factors: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in factors.items())
-        + f" (product {np.prod(list(factors.values())):.2f})"
-    )
-    print(
-        f"\nmedian ratio {ratio:.2f}; median p50 overhead at 1 client {overhead:+.1f} ms; "
-        f"server RSS at the end {memory.get('VmRSS', 0):.0f} MiB "
-        f"(peak {memory.get('VmHWM', 0):.0f} MiB)"
-    )
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    print_report(result)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "sweep": sweep,
-                    "rounds": rounds,
-                    "median_ratio": ratio,
-                    "median_factors": factors,
-                    "batch_cap": cap,
-                    "median_overhead_ms": overhead,
-                    "rss_mib": memory,
-                    "checks": checks,
-                },
-                indent=2,
-            )
-        )
-    return 0 if all(checks.values()) else 1
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if all(result["checks"].values()) else 1
 
 
 if __name__ == "__main__":

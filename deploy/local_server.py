@@ -1,6 +1,6 @@
 """Helpers for scripts that run the real server on this machine (standard library only).
 
-Used by ``benchmarks/serving.py`` and ``deploy/dockerfile_smoke.py``.
+Used by ``benchmarks/serving.py``, ``deploy/dockerfile_smoke.py`` and the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ def multipart_body(
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+class ServerNotReady(RuntimeError):
+    """The server exited, or did not become ready in time."""
+
+
 def wait_until_ready(
     server: subprocess.Popen, ready, timeout: float = 180, interval: float = 0.5
 ) -> None:
@@ -42,9 +46,11 @@ def wait_until_ready(
     deadline = time.monotonic() + timeout
     while not ready():
         if server.poll() is not None:
-            raise SystemExit(f"server exited with status {server.returncode} before it was ready")
+            raise ServerNotReady(
+                f"server exited with status {server.returncode} before it was ready"
+            )
         if time.monotonic() > deadline:
-            raise SystemExit(f"server not ready after {timeout:.0f} s")
+            raise ServerNotReady(f"server not ready after {timeout:.0f} s")
         time.sleep(interval)
 
 

@@ -1,15 +1,27 @@
-"""Test data the suite generates itself: official-format CIFAR batches, images, a tiny model."""
+"""What the tests share: generated official-format CIFAR batches, images, a tiny model, app
+settings, a tiny training configuration, and the real server as a subprocess."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import signal
+import struct
+import subprocess
+import sys
 import tarfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from deploy.local_server import free_port, http_ready, wait_until_ready
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASS_NAMES = [
     "airplane",
@@ -73,6 +85,22 @@ def image_bytes(
     return buf.getvalue()
 
 
+def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG whose header declares enormous dimensions (a decompression bomb)."""
+    raw = image_bytes("PNG", size=(1, 1))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    start = raw.index(b"IHDR") - 4
+    end = start + 4 + len(chunk) + 4
+    return (
+        raw[:start]
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + raw[end:]
+    )
+
+
 def build_tiny_contract_model(num_classes: int = 10):
     """A small Keras model with the real contract: uint8 [b, 32, 32, 3] → softmax [b, 10]."""
     import keras
@@ -106,3 +134,78 @@ def export_tiny_model(models_dir: Path, name: str = "tiny", version: int = 1) ->
 
 def card_of(path: Path) -> dict:
     return json.loads((path / "model_card.json").read_text())
+
+
+def make_settings(model_root: Path, **overrides):
+    """Serving settings for the tiny model: one warm-up run, anything else overridden."""
+    from app.config import Settings
+
+    return Settings(model_dir=model_root, warmup_runs=1, **overrides)
+
+
+def wait_ready(client, timeout: float = 30.0) -> None:
+    """Poll an in-process ``TestClient`` until ``/health/ready`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("app never became ready")
+
+
+def tiny_config(cifar_dir: Path, run_dir: Path, **overrides):
+    """A few steps of the real ResNet50 at 32 px on the generated data."""
+    from training.config import TrainConfig
+
+    values = dict(
+        data=str(cifar_dir),
+        run_dir=str(run_dir),
+        internal_size=32,
+        epochs=1,
+        batch_size=16,
+        val_fraction=0.2,
+        learning_rate=0.01,
+        warmup_epochs=0,
+        verbose=0,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class Server:
+    """``python -m app`` as a subprocess on a free loopback port."""
+
+    def __init__(self, model_root: Path, **env):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "CIFAR10_WARMUP_RUNS": "1",
+            "CIFAR10_LOG_LEVEL": "info",
+            **{f"CIFAR10_{k.upper()}": str(v) for k, v in env.items()},
+        }
+        argv = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*argv, "--model-dir", str(model_root)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        try:
+            wait_until_ready(self.proc, http_ready(f"{self.base}/health/ready"), timeout, 0.2)
+        except RuntimeError as exc:
+            output = self.proc.stdout.read() if self.proc.poll() is not None else ""
+            raise AssertionError(f"{exc}: {output}") from None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise

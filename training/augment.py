@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from keras.utils import PyDataset
 
-NUM_CLASSES = 10
+from training.data import NUM_CLASSES
 
 
 def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:

@@ -149,6 +149,21 @@ def _export_parser(sub) -> None:
     p.add_argument("--card-extra", type=Path, help="JSON object merged into the model card")
 
 
+def _quantize_parser(sub) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 OpenVINO copy of an exported version (NNCF), accuracy in its card",
+        description="Post-training int8 quantization of an exported version with NNCF, "
+        "stored in VERSION/openvino-int8/; its official test accuracy, the SavedModel's and "
+        "their top-1 agreement go into the model card.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="an exported version directory")
+    p.add_argument("--data", default="download", help=DEFAULT_DATA_HELP)
+    p.add_argument("--images", type=int, default=300, help="calibration images (300)")
+    p.add_argument("--seed", type=int, default=0, help="which calibration images (0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing int8 copy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifar10-model", description="Train, evaluate and export the CIFAR-10 ResNet50 model."
@@ -157,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _eval_parser(sub)
     _export_parser(sub)
+    _quantize_parser(sub)
     return parser
 
 
@@ -202,11 +218,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classification_report,
         evaluation_split,
         keras_predictor,
-        load_run_model,
         predict,
         saved_model_predictor,
     )
     from training.plots import plot_confusion_matrix
+    from training.run import load_run_model
 
     cfg = None
     if args.run:
@@ -218,15 +234,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.saved_model / "saved_model.pb").exists():
             raise ConfigError(f"{args.saved_model}: no saved_model.pb")
         predictor = saved_model_predictor(args.saved_model)
-    split, class_names, _, _ = evaluation_split(args.data, args.split, cfg)
-    report = classification_report(split.y, predict(predictor, split.x), class_names)
+    data = evaluation_split(args.data, args.split, cfg)
+    report = classification_report(data.split.y, predict(predictor, data.split.x), data.class_names)
     report["split"] = args.split
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     if args.confusion_png:
         plot_confusion_matrix(
             report["confusion_matrix"],
-            class_names,
+            data.class_names,
             args.confusion_png,
             f"{args.split}: accuracy {report['accuracy']:.2%}",
         )
@@ -246,62 +262,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.evaluate import (
-        classification_report,
-        evaluation_split,
-        keras_predictor,
-        load_run_model,
-        predict,
-    )
-    from training.export import build_card, write_export
-    from training.plots import plot_confusion_matrix
+    from training.export import export_run
 
-    model, cfg = load_run_model(args.run, args.internal_size, args.tta_flip)
-    size = args.internal_size or cfg.internal_size
-    data_info = json.loads((args.run / "data.json").read_text())
-    history = json.loads((args.run / "history.json").read_text())
-    metrics, figures = None, [args.run / "learning_curves.png"]
-    if args.data:
-        test, class_names, source, sha256 = evaluation_split(args.data, "test", None)
-        if sha256 != data_info["sha256"]:
-            raise DataError(f"{source}: checksum differs from the training data's")
-        served = classification_report(test.y, predict(keras_predictor(model), test.x), class_names)
-        metrics = {
-            "test_accuracy": served["accuracy"],
-            "test_per_class_accuracy": {k: v["recall"] for k, v in served["per_class"].items()},
-            "test": served,
-        }
-        if args.tta_flip:
-            plain_model, _ = load_run_model(args.run, size, tta_flip=False)
-            plain = classification_report(
-                test.y, predict(keras_predictor(plain_model), test.x), class_names
-            )
-            metrics["test_plain_accuracy"] = plain["accuracy"]
-        figure = args.run / "confusion_matrix_test.png"
-        plot_confusion_matrix(
-            served["confusion_matrix"],
-            class_names,
-            figure,
-            f"official test set: accuracy {served['accuracy']:.2%}",
-        )
-        figures.append(figure)
-    extra = json.loads(args.card_extra.read_text()) if args.card_extra else None
-    card = build_card(
-        name=args.name,
-        version=0,
-        class_names=data_info["class_names"],
-        internal_size=size,
+    result = export_run(
+        args.run,
+        args.models_dir,
+        args.name,
+        version=args.version,
+        internal_size=args.internal_size,
         tta_flip=args.tta_flip,
-        weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
-        data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
-        training={"config": cfg.to_dict(), "summary": history["summary"]},
-        metrics=metrics,
-        extra=extra,
+        data=args.data,
+        card_extra=json.loads(args.card_extra.read_text()) if args.card_extra else None,
     )
-    path = write_export(model, args.models_dir, args.name, args.version, card, figures)
+    print(json.dumps({"exported": str(result.path), "test_accuracy": result.test_accuracy}))
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from training.quantize import quantize_version
+
+    r = quantize_version(args.model, args.data, args.images, args.seed, args.overwrite)
     print(
         json.dumps(
-            {"exported": str(path), "test_accuracy": metrics and metrics["test"]["accuracy"]}
+            {
+                "int8": str(r.path),
+                "test_accuracy": r.test_accuracy,
+                "reference_test_accuracy": r.reference_accuracy,
+                "accuracy_drop_pt": r.accuracy_drop_pt,
+                "top1_agreement": r.top1_agreement,
+            }
         )
     )
     return 0
@@ -310,7 +299,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}
+    handlers = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "export": cmd_export,
+        "quantize": cmd_quantize,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, DataError, FileNotFoundError) as exc:

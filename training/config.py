@@ -17,33 +17,35 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    data: str = "download"
-    run_dir: str = "runs/latest"
-    weights: str = "none"
-    internal_size: int = 64
-    size_schedule: dict[int, int] = field(default_factory=dict)
-    dropout: float = 0.2
-    zero_init_residual: bool = True
-    epochs: int = 30
-    head_epochs: int = 3
-    finetune_stages: int | None = None
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    finetune_learning_rate: float = 0.01
-    warmup_epochs: float = 1.0
-    weight_decay: float = 5e-3
-    label_smoothing: float = 0.1
-    mix: str = "none"
-    mix_prob: float = 0.5
-    val_fraction: float = 0.1
-    seed: int = 0
-    precision: str = "float32"
-    jit_compile: bool | None = None
-    time_budget_min: float | None = None
-    workers: int = 1
-    limit_train: int | None = None
-    verbose: int = 2
+    """Everything that decides a training run; written beside it as ``config.json``."""
+
+    data: str = "download"  # CIFAR-10 folder, the official .tar.gz, or "download"
+    run_dir: str = "runs/latest"  # outputs and checkpoints
+    weights: str = "none"  # backbone init: "none" (random), "imagenet", or a local .h5 path
+    internal_size: int = 64  # px the 32x32 input is resized to inside the model (when served)
+    size_schedule: dict[int, int] = field(default_factory=dict)  # epoch (0-based) -> px
+    dropout: float = 0.2  # dropout rate before the 10-way head
+    zero_init_residual: bool = True  # random init: each block's last BN scale starts at 0
+    epochs: int = 30  # total epochs, all phases; the cosine schedule spans them
+    head_epochs: int = 3  # pretrained weights: epochs with the backbone frozen
+    finetune_stages: int | None = None  # pretrained: unfreeze the top N stages (None: all)
+    batch_size: int = 64  # images per training step
+    optimizer: str = "sgd"  # "sgd" (Nesterov, momentum 0.9) or "adamw"
+    learning_rate: float = 0.1  # peak learning rate, after the warm-up
+    finetune_learning_rate: float = 0.01  # peak learning rate of the fine-tuning phase
+    warmup_epochs: float = 1.0  # epochs of linear warm-up (fractions allowed)
+    weight_decay: float = 5e-3  # decoupled, multiplied by the learning rate (Keras 3)
+    label_smoothing: float = 0.1  # share of the target spread over all classes
+    mix: str = "none"  # batch mixing: "none", "cutmix" or "mixup"
+    mix_prob: float = 0.5  # share of batches that are mixed
+    val_fraction: float = 0.1  # share of the training set held out for validation
+    seed: int = 0  # weights init, data order, augmentation, validation split
+    precision: str = "float32"  # Keras dtype policy: float32, mixed_bfloat16, mixed_float16
+    jit_compile: bool | None = None  # XLA; None: on for JAX, off for TensorFlow
+    time_budget_min: float | None = None  # stop cleanly after N minutes of the whole run
+    workers: int = 1  # threads preparing augmented batches (results do not depend on it)
+    limit_train: int | None = None  # debug: only the first N training (and validation) images
+    verbose: int = 2  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
 
     def validate(self) -> TrainConfig:
         checks = [

@@ -25,7 +25,8 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
 LAYOUT_DIR = "cifar-10-batches-py"
-IMAGE_SHAPE = (32, 32, 3)
+IMAGE_SHAPE = (32, 32, 3)  # one image: height, width, RGB
+NUM_CLASSES = 10
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 

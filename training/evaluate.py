@@ -7,24 +7,25 @@ measured once, on the final model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from training.config import TrainConfig
-from training.data import Split, load_cifar10, split_validation
+from training.config import ConfigError, TrainConfig
+from training.contract import INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from training.data import NUM_CLASSES, Split, load_cifar10, split_validation
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 def predict(predictor: Predictor, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
-    """Probabilities ``(n, 10)`` for uint8 images, in batches."""
+    """Probabilities ``(n, classes)`` for uint8 images, in batches."""
     out = [
         np.asarray(predictor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
     ]
-    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
@@ -55,10 +56,11 @@ def saved_model_predictor(path: str | Path) -> Predictor:
     """Call an exported SavedModel through its ``serving_default`` signature."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
 
     def run(images: np.ndarray) -> np.ndarray:
-        return signature(image=tf.constant(images, dtype=tf.uint8))["probabilities"].numpy()
+        out = signature(**{INPUT_NAME: tf.constant(images, dtype=tf.uint8)})
+        return out[OUTPUT_NAME].numpy()
 
     return run
 
@@ -70,27 +72,22 @@ def keras_predictor(model) -> Predictor:
     return run
 
 
-def load_run_model(run_dir: Path, internal_size: int | None = None, tta_flip: bool = False):
-    """Rebuild a run's contract model from its config and final weights."""
-    import keras
+@dataclass(frozen=True)
+class EvaluationData:
+    """The images and labels to evaluate on, with the data set's identity."""
 
-    from training.model import build_classifier, wrap_for_input
-    from training.train import FINAL_WEIGHTS
-
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    keras.mixed_precision.set_global_policy("float32")
-    classifier = build_classifier("none", cfg.dropout)
-    classifier.load_weights(run_dir / FINAL_WEIGHTS)
-    return wrap_for_input(classifier, internal_size or cfg.internal_size, tta_flip), cfg
+    split: Split
+    class_names: list[str]
+    source: str
+    sha256: str
 
 
-def evaluation_split(
-    data_source: str, split: str, cfg: TrainConfig | None
-) -> tuple[Split, list[str], str, str]:
+def evaluation_split(data_source: str, split: str, cfg: TrainConfig | None) -> EvaluationData:
+    """The official test set, or (``split="val"``) the validation split of ``cfg``'s run."""
     data = load_cifar10(data_source)
     if split == "test":
-        return data.test, data.class_names, data.source, data.sha256
+        return EvaluationData(data.test, data.class_names, data.source, data.sha256)
     if cfg is None:
-        raise ValueError("the validation split needs the run's configuration (--run)")
+        raise ConfigError("the validation split needs the run's configuration (--run)")
     _, val = split_validation(data.train, cfg.val_fraction, cfg.seed)
-    return val, data.class_names, data.source, data.sha256
+    return EvaluationData(val, data.class_names, data.source, data.sha256)

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from training.model import INPUT_SHAPE, NUM_CLASSES
+from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
+from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
 from training.provenance import git_commit, library_versions, utc_now
-
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-CARD_NAME = "model_card.json"
+from training.run import DATA_INFO, HISTORY, load_run_model, read_json
 
 
 class ExportError(Exception):
@@ -37,8 +36,9 @@ def export_saved_model(model: keras.Model, path: Path) -> None:
     """Write ``model`` as a SavedModel whose only signature is the serving contract."""
     import tensorflow as tf
 
+    # No ``archive.track(model)``: the endpoint tracks the variables it uses, and tracking the
+    # model as well stored every weight twice (under ``variables`` and ``_all_variables``).
     archive = keras.export.ExportArchive()
-    archive.track(model)
 
     def serve(image):
         return {OUTPUT_NAME: model(image, training=False)}
@@ -46,7 +46,7 @@ def export_saved_model(model: keras.Model, path: Path) -> None:
     archive.add_endpoint(
         name=SIGNATURE,
         fn=serve,
-        input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name=INPUT_NAME)],
     )
     archive.write_out(str(path), verbose=False)
 
@@ -75,7 +75,7 @@ def build_card(
             "input": {
                 "name": INPUT_NAME,
                 "dtype": "uint8",
-                "shape": [None, *INPUT_SHAPE],
+                "shape": [None, *IMAGE_SHAPE],
                 "layout": "NHWC RGB 0..255",
             },
             "output": {
@@ -132,3 +132,74 @@ def write_export(
             shutil.copy2(fig, tmp / Path(fig).name)
     tmp.rename(target)
     return target
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    test_accuracy: float | None
+
+
+def export_run(
+    run_dir: Path,
+    models_dir: Path,
+    name: str,
+    *,
+    version: int | None = None,
+    internal_size: int | None = None,
+    tta_flip: bool = False,
+    data: str | None = None,
+    card_extra: dict | None = None,
+) -> ExportResult:
+    """Export a finished run as ``models_dir/name/version`` with its card and figures.
+
+    With ``data``, the exported variant is measured once on that data's official test set (which
+    must be the data the run trained on: same sha256), and so is the variant without the flip
+    average when ``tta_flip`` is on; the card and a confusion-matrix figure record it.
+    """
+    from training.plots import plot_confusion_matrix
+
+    model, cfg = load_run_model(run_dir, internal_size, tta_flip)
+    size = internal_size or cfg.internal_size
+    data_info = read_json(run_dir, DATA_INFO)
+    history = read_json(run_dir, HISTORY)
+    metrics, figures = None, [run_dir / "learning_curves.png"]
+    if data:
+        test = evaluation_split(data, "test", None)
+        if test.sha256 != data_info["sha256"]:
+            raise DataError(f"{test.source}: checksum differs from the training data's")
+        x, y = test.split.x, test.split.y
+        served = classification_report(y, predict(keras_predictor(model), x), test.class_names)
+        metrics = {
+            "test_accuracy": served["accuracy"],
+            "test_per_class_accuracy": {k: v["recall"] for k, v in served["per_class"].items()},
+            "test": served,
+        }
+        if tta_flip:
+            plain_model, _ = load_run_model(run_dir, size, tta_flip=False)
+            plain = classification_report(
+                y, predict(keras_predictor(plain_model), x), test.class_names
+            )
+            metrics["test_plain_accuracy"] = plain["accuracy"]
+        figure = run_dir / "confusion_matrix_test.png"
+        plot_confusion_matrix(
+            served["confusion_matrix"],
+            test.class_names,
+            figure,
+            f"official test set: accuracy {served['accuracy']:.2%}",
+        )
+        figures.append(figure)
+    card = build_card(
+        name=name,
+        version=0,
+        class_names=data_info["class_names"],
+        internal_size=size,
+        tta_flip=tta_flip,
+        weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
+        data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
+        training={"config": cfg.to_dict(), "summary": history["summary"]},
+        metrics=metrics,
+        extra=card_extra,
+    )
+    path = write_export(model, models_dir, name, version, card, figures)
+    return ExportResult(path, metrics and metrics["test_accuracy"])

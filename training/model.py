@@ -14,8 +14,8 @@ import keras
 import numpy as np
 from keras import layers
 
-INPUT_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
+from training.contract import INPUT_NAME
+from training.data import IMAGE_SHAPE, NUM_CLASSES
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -75,7 +75,7 @@ def wrap_for_input(
 
     ``tta_flip`` averages the probabilities of the image and its mirror image, inside the graph.
     """
-    inputs = keras.Input(INPUT_SHAPE, dtype="uint8", name="image")
+    inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name=INPUT_NAME)
     x = layers.Resizing(
         internal_size, internal_size, interpolation="bilinear", name=f"resize_{internal_size}"
     )(keras.ops.cast(inputs, "float32"))
@@ -84,16 +84,6 @@ def wrap_for_input(
         mirrored = classifier(keras.ops.flip(x, axis=2))
         probs = layers.Average(name="flip_average", dtype="float32")([probs, mirrored])
     return keras.Model(inputs, probs, name=f"{classifier.name}_{internal_size}px")
-
-
-def build_model(
-    internal_size: int = 64,
-    weights: str = "none",
-    dropout: float = 0.2,
-    tta_flip: bool = False,
-) -> keras.Model:
-    """Build the full contract model in one call."""
-    return wrap_for_input(build_classifier(weights, dropout), internal_size, tta_flip)
 
 
 def set_backbone_trainable(classifier: keras.Model, stages: int | None) -> None:

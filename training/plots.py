@@ -1,20 +1,22 @@
-"""Learning-curve and confusion-matrix figures (PNG, no display needed)."""
+"""Learning-curve and confusion-matrix figures (PNG, no display needed).
+
+Figures are built with ``matplotlib.figure.Figure`` directly, not ``pyplot``: no global backend
+to choose at import time, no figure registry to leak.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_learning_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, training and validation, with the internal size marked."""
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-o"), ("val_", "-s")):
             values = [r.get(prefix + metric) for r in history]
@@ -40,7 +42,6 @@ def plot_learning_curves(history: list[dict], path: Path) -> None:
                 )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_confusion_matrix(
@@ -49,7 +50,8 @@ def plot_confusion_matrix(
     """Row-normalised confusion matrix (rows: true class) with counts in each cell."""
     matrix = np.asarray(matrix)
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -70,4 +72,3 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

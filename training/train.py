@@ -28,10 +28,17 @@ from training.evaluate import classification_report, keras_predictor, predict
 from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
 from training.provenance import cpu_description
-
-CHECKPOINT_DIR = "checkpoint"
-BEST_WEIGHTS = "best.weights.h5"
-FINAL_WEIGHTS = "model.weights.h5"
+from training.run import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_STATE,
+    CHECKPOINT_WEIGHTS,
+    CONFIG,
+    DATA_INFO,
+    FINAL_WEIGHTS,
+    HISTORY,
+)
 
 
 @dataclass(frozen=True)
@@ -198,9 +205,9 @@ class _RunState:
         tmp = self.run_dir / (CHECKPOINT_DIR + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self.classifier.save_weights(tmp / "last.weights.h5")
+        self.classifier.save_weights(tmp / CHECKPOINT_WEIGHTS)
         np.savez(
-            tmp / "optimizer.npz",
+            tmp / CHECKPOINT_OPTIMIZER,
             *[keras.ops.convert_to_numpy(v) for v in self.optimizer.variables],
         )
         state = {
@@ -211,13 +218,13 @@ class _RunState:
             "best_epoch": self.best_epoch,
             "history": self.history,
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         os.replace(tmp, self.ckpt_dir)
 
     def load_checkpoint(self) -> dict:
-        state = json.loads((self.ckpt_dir / "state.json").read_text())
-        self.classifier.load_weights(self.ckpt_dir / "last.weights.h5")
+        state = json.loads((self.ckpt_dir / CHECKPOINT_STATE).read_text())
+        self.classifier.load_weights(self.ckpt_dir / CHECKPOINT_WEIGHTS)
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.elapsed_before = state["elapsed_s"]
@@ -225,7 +232,7 @@ class _RunState:
 
     def restore_optimizer(self) -> None:
         self.optimizer.build(self.classifier.trainable_variables)
-        saved = np.load(self.ckpt_dir / "optimizer.npz")
+        saved = np.load(self.ckpt_dir / CHECKPOINT_OPTIMIZER)
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         if len(values) != len(self.optimizer.variables):
             raise ConfigError("checkpoint optimizer state does not match this model")
@@ -233,13 +240,38 @@ class _RunState:
             var.assign(value)
 
 
-def _prepare_data(cfg: TrainConfig) -> tuple[Split, Split, list[str], str, str]:
+@dataclass
+class _Prepared:
+    train: Split
+    val: Split
+    class_names: list[str]
+
+
+def _prepare_data(cfg: TrainConfig, run_dir: Path) -> _Prepared:
+    """Load and split the data, and record the configuration and data beside the run."""
     data = load_cifar10(cfg.data)
-    train, val = split_validation(data.train, cfg.val_fraction, cfg.seed)
+    train_split, val = split_validation(data.train, cfg.val_fraction, cfg.seed)
     if cfg.limit_train:
-        train = Split(train.x[: cfg.limit_train], train.y[: cfg.limit_train])
+        train_split = Split(train_split.x[: cfg.limit_train], train_split.y[: cfg.limit_train])
         val = Split(val.x[: cfg.limit_train], val.y[: cfg.limit_train])
-    return train, val, data.class_names, data.source, data.sha256
+    if len(train_split) < cfg.batch_size:
+        raise ConfigError(
+            f"{len(train_split)} training images cannot fill one batch of {cfg.batch_size}"
+        )
+    cfg.write(run_dir / CONFIG)
+    (run_dir / DATA_INFO).write_text(
+        json.dumps(
+            {
+                "source": data.source,
+                "sha256": data.sha256,
+                "class_names": data.class_names,
+                "train_images": len(train_split),
+                "val_images": len(val),
+            },
+            indent=2,
+        )
+    )
+    return _Prepared(train_split, val, data.class_names)
 
 
 def train(
@@ -255,31 +287,13 @@ def train(
         raise ConfigError(
             f"{run_dir}: already holds a checkpoint; pass --resume or a new --run-dir"
         )
-    if resume and not (run_dir / CHECKPOINT_DIR / "state.json").exists():
+    if resume and not (run_dir / CHECKPOINT_DIR / CHECKPOINT_STATE).exists():
         raise ConfigError(f"{run_dir}: no checkpoint to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     keras.mixed_precision.set_global_policy(cfg.precision)
     keras.utils.set_random_seed(cfg.seed)
-    train_split, val, class_names, source, sha256 = _prepare_data(cfg)
-    if len(train_split) < cfg.batch_size:
-        raise ConfigError(
-            f"{len(train_split)} training images cannot fill one batch of {cfg.batch_size}"
-        )
-    cfg.write(run_dir / "config.json")
-    (run_dir / "data.json").write_text(
-        json.dumps(
-            {
-                "source": source,
-                "sha256": sha256,
-                "class_names": class_names,
-                "train_images": len(train_split),
-                "val_images": len(val),
-            },
-            indent=2,
-        )
-    )
-
+    data = _prepare_data(cfg, run_dir)
     classifier = build_classifier(
         cfg.weights, cfg.dropout, zero_init_residual=cfg.zero_init_residual
     )
@@ -291,18 +305,32 @@ def train(
     deadline = None
     if cfg.time_budget_min is not None:
         deadline = time.monotonic() + cfg.time_budget_min * 60 - run.elapsed_before
+    budget = _TimeBudget(deadline)
+    _fit_phases(cfg, data, run, budget, first_epoch, resume_phase, callbacks)
+    return _finish_run(cfg, data, run, budget)
 
+
+def _fit_phases(
+    cfg: TrainConfig,
+    data: _Prepared,
+    run: _RunState,
+    budget: _TimeBudget,
+    first_epoch: int,
+    resume_phase: str | None,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """Fit every phase from ``first_epoch`` on, one ``fit`` per run of equal internal size."""
+    classifier = run.classifier
     dataset = AugmentedBatches(
-        train_split.x,
-        train_split.y,
+        data.train.x,
+        data.train.y,
         cfg.batch_size,
         cfg.seed,
         mix=cfg.mix,
         mix_prob=cfg.mix_prob,
         workers=cfg.workers,
     )
-    validation = (val.x, one_hot(val.y)) if len(val) else None
-    budget = _TimeBudget(deadline)
+    validation = (data.val.x, one_hot(data.val.y)) if len(data.val) else None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     jit_compile = resolve_jit_compile(cfg)
 
@@ -337,15 +365,19 @@ def train(
                 ],
             )
             if budget.stopped:
-                break
-        if budget.stopped:
-            break
+                return
 
+
+def _finish_run(
+    cfg: TrainConfig, data: _Prepared, run: _RunState, budget: _TimeBudget
+) -> TrainResult:
+    """Keep the best weights as the final ones; write the summary, history and figures."""
+    run_dir, classifier, val = run.run_dir, run.classifier, data.val
     if (run_dir / BEST_WEIGHTS).exists():
         classifier.load_weights(run_dir / BEST_WEIGHTS)
     run.save_weights(run_dir / FINAL_WEIGHTS)
     summary = {
-        "best_val_accuracy": run.best if validation else None,
+        "best_val_accuracy": run.best if len(val) else None,
         "best_epoch": run.best_epoch,
         "epochs_completed": sum(1 for r in run.history if r["complete"]),
         "stopped_by_budget": budget.stopped,
@@ -355,15 +387,17 @@ def train(
     }
     if len(val):
         final = wrap_for_input(classifier, cfg.size_at(cfg.epochs - 1))
-        report = classification_report(val.y, predict(keras_predictor(final), val.x), class_names)
+        report = classification_report(
+            val.y, predict(keras_predictor(final), val.x), data.class_names
+        )
         summary["final_val_accuracy"] = report["accuracy"]
         plot_confusion_matrix(
             report["confusion_matrix"],
-            class_names,
+            data.class_names,
             run_dir / "confusion_matrix_val.png",
             f"validation: accuracy {report['accuracy']:.2%}",
         )
-    (run_dir / "history.json").write_text(
+    (run_dir / HISTORY).write_text(
         json.dumps({"summary": summary, "epochs": run.history}, indent=2)
     )
     plot_learning_curves(run.history, run_dir / "learning_curves.png")

@@ -3,23 +3,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
-
-
-def make_settings(model_root, **overrides) -> Settings:
-    return Settings(model_dir=model_root, warmup_runs=1, **overrides)
-
-
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError("app never became ready")
+from tests.helpers import make_settings, wait_ready
 
 
 @pytest.fixture(scope="module")

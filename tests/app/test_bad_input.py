@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
-from tests.helpers import image_bytes
-
-
-def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A valid PNG whose header declares enormous dimensions (a decompression bomb)."""
-    raw = image_bytes("PNG", size=(1, 1))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    start = raw.index(b"IHDR") - 4
-    end = start + 4 + len(chunk) + 4
-    return (
-        raw[:start]
-        + struct.pack(">I", 13)
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-        + raw[end:]
-    )
-
+from tests.helpers import huge_png, image_bytes
 
 CASES = [
     ("not_an_image", {"file": ("a.png", b"hello, I am text", "image/png")}, 400, "invalid_image"),

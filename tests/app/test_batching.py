@@ -4,29 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
 
-from app.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from app.batching import BatcherClosedError, MicroBatcher, ModelFailedError, QueueFullError
 from tests.helpers import image_bytes
 
 
-class SlowSum:
-    """A real model stand-in: sums pixels per image, slowly, recording each batch size."""
+class GatedSum:
+    """A model stand-in that sums pixels per image and records each batch size. With
+    ``gated``, each call waits until the test opens the gate, so a test decides when a batch
+    ends instead of guessing with sleeps."""
 
-    def __init__(self, delay: float = 0.05):
-        self.delay, self.batches = delay, []
+    def __init__(self, gated: bool = False):
+        self.batches: list[int] = []
         self.lock = threading.Lock()
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.called = threading.Condition(self.lock)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self.lock:
             self.batches.append(len(images))
-        time.sleep(self.delay)
+            self.called.notify_all()
+        assert self.gate.wait(10), "the test never opened the gate"
         return images.reshape(len(images), -1).sum(axis=1, keepdims=True).astype(np.float32)
+
+    def wait_for_calls(self, n: int, timeout: float = 10) -> bool:
+        """Block until ``n`` calls have started (any thread, even a blocked event loop)."""
+        with self.lock:
+            return self.called.wait_for(lambda: len(self.batches) >= n, timeout)
+
+
+async def calls_started(model: GatedSum, n: int) -> None:
+    assert await asyncio.to_thread(model.wait_for_calls, n), f"{n} model calls never started"
 
 
 def run(coro):
@@ -46,40 +61,45 @@ async def running(predict, **limits):
 
 
 def test_concurrent_submissions_are_batched_and_routed_back():
-    model = SlowSum()
+    model = GatedSum(gated=True)
 
     async def scenario():
-        async with running(model, max_batch_size=8, max_wait_s=0.01, queue_limit=100) as b:
+        async with running(model, max_batch_size=8, max_wait_s=0, queue_limit=100) as b:
             inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(20)]
-            return inputs, await asyncio.gather(*(b.submit(x) for x in inputs))
+            first = asyncio.create_task(b.submit(inputs[0]))
+            await calls_started(model, 1)  # the model is busy with the first image
+            rest = [asyncio.create_task(b.submit(x)) for x in inputs[1:]]
+            await asyncio.sleep(0)  # all 19 are queued
+            model.gate.set()
+            return inputs, await asyncio.gather(first, *rest)
 
     inputs, results = run(scenario())
     for x, r in zip(inputs, results, strict=True):
         assert r.shape == (1, 1) and r[0, 0] == x.sum()
-    assert max(model.batches) > 1 and max(model.batches) <= 8
-    assert sum(model.batches) == 20
+    assert model.batches == [1, 8, 8, 3]  # what waited while the model was busy, up to the cap
 
 
 def test_queue_limit_refuses_instead_of_growing():
-    model = SlowSum(delay=0.2)
+    model = GatedSum(gated=True)
 
     async def scenario():
         async with running(model, max_batch_size=2, max_wait_s=0, queue_limit=3) as b:
             first = asyncio.create_task(b.submit(np.zeros((2, 1, 1, 3), np.uint8)))
-            await asyncio.sleep(0.05)  # first batch is now running; the queue is empty
+            await calls_started(model, 1)  # first batch is now running; the queue is empty
             waiting = [
                 asyncio.create_task(b.submit(np.zeros((1, 1, 1, 3), np.uint8))) for _ in range(3)
             ]
             await asyncio.sleep(0)
             with pytest.raises(QueueFullError):
                 await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
+            model.gate.set()
             return await asyncio.gather(first, *waiting)
 
     assert len(run(scenario())) == 4
 
 
 def test_close_finishes_queued_work_then_refuses_new():
-    model = SlowSum(delay=0.05)
+    model = GatedSum()
 
     async def scenario():
         async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
@@ -130,7 +150,7 @@ def test_concurrent_http_requests_match_sequential_answers(client):
 def test_the_model_does_not_wait_for_a_busy_event_loop():
     """The inference thread picks its next batch itself: queued work runs while the loop is
     blocked, and the results arrive once it is free."""
-    model = SlowSum(delay=0.02)
+    model = GatedSum()
 
     async def scenario():
         async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
@@ -138,12 +158,12 @@ def test_the_model_does_not_wait_for_a_busy_event_loop():
                 asyncio.create_task(b.submit(np.full((1, 1, 1, 3), i, np.uint8))) for i in range(4)
             ]
             await asyncio.sleep(0)  # all four are queued
-            time.sleep(0.5)  # block the event loop: no callback, no task runs meanwhile
-            calls_while_blocked = len(model.batches)
-            return calls_while_blocked, await asyncio.gather(*pending)
+            # Block the event loop (no callback, no task runs) until all four calls have run.
+            all_ran_while_blocked = model.wait_for_calls(4)
+            return all_ran_while_blocked, await asyncio.gather(*pending)
 
-    calls_while_blocked, results = run(scenario())
-    assert calls_while_blocked == 4
+    all_ran_while_blocked, results = run(scenario())
+    assert all_ran_while_blocked
     assert [float(r[0, 0]) for r in results] == [0.0, 3.0, 6.0, 9.0]
 
 
@@ -152,17 +172,15 @@ def test_failed_warm_up_leaves_it_unready_and_refuses_work():
         raise RuntimeError("no memory for the model")
 
     async def scenario():
-        b = MicroBatcher(SlowSum(), max_batch_size=4, max_wait_s=0, queue_limit=10)
+        b = MicroBatcher(GatedSum(), max_batch_size=4, max_wait_s=0, queue_limit=10)
         b.start(warm_up)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            try:
+        await asyncio.wait_for(b.settled.wait(), 10)
+        try:
+            with pytest.raises(ModelFailedError) as refused:
                 await b.submit(np.zeros((1, 1, 1, 3), np.uint8))
-            except BatcherClosedError as exc:
-                ready, failure = b.ready.is_set(), b.failure
-                await b.close()
-                return ready, str(exc), failure
-        raise AssertionError("submit was never refused")
+            return b.ready.is_set(), str(refused.value), b.failure
+        finally:
+            await b.close()
 
     ready, message, failure = run(scenario())
     assert not ready and "warm up" in message

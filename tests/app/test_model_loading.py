@@ -28,7 +28,7 @@ def test_newest_version_is_chosen_unless_pinned(tmp_path, tiny_model_root):
         ("empty", "no numbered model version folders"),
         ("no_card", "model card missing"),
         ("bad_card", "unreadable model card"),
-        ("corrupt_pb", "cannot load SavedModel"),
+        ("corrupt_pb", "cannot load SavedModel"),  # by either runtime
         ("no_pb", "no saved_model.pb"),
     ],
 )

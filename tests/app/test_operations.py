@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.model import load_served_model
-from tests.app.conftest import make_settings, wait_ready
-from tests.helpers import CLASS_NAMES, image_bytes
+from tests.helpers import CLASS_NAMES, image_bytes, make_settings, wait_ready
 
 
 def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
@@ -40,11 +39,13 @@ def test_a_failed_warm_up_is_reported_not_hidden(tiny_model_root, monkeypatch):
 
     monkeypatch.setattr(model, "warm_up", warm_up)
     with TestClient(create_app(make_settings(tiny_model_root), model=model)) as client:
-        for _ in range(200):
-            r = client.get("/health/ready")
-            if r.json()["status"] != "starting":
-                break
-            time.sleep(0.05)
+        batcher = client.app.state.batcher
+
+        async def warm_up_ended() -> None:  # runs on the app's own event loop
+            await asyncio.wait_for(batcher.settled.wait(), 30)
+
+        client.portal.call(warm_up_ended)
+        r = client.get("/health/ready")
         assert r.status_code == 503
         assert r.json()["status"] == "failed"
         assert "MemoryError: cannot allocate" in r.json()["detail"]
@@ -92,7 +93,11 @@ def test_metrics_change_as_requests_arrive(client):
     assert _metric(text, "inference_batch_size_count") >= b0 + 3
     assert sum(_metric(text, "predictions_total", label=c) for c in CLASS_NAMES) == p0 + 3
     assert _metric(text, "http_request_duration_seconds_count", route="/predict") >= n0 + 4
-    assert 'model_info{name="tiny",version="1"} 1.0' in text
+    served = client.get("/model").json()["served"]
+    assert (
+        f'model_info{{name="tiny",precision="{served["precision"]}",'
+        f'runtime="{served["runtime"]}",version="1"}} 1.0'
+    ) in text
     for name in (
         "inference_queue_wait_seconds_count",
         "inference_queue_depth",

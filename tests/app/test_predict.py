@@ -9,10 +9,14 @@ import pytest
 from PIL import Image
 
 from app.api.schemas import BatchPredictResponse, ImagePrediction, PredictResponse
-from app.errors import APIError
-from app.images import decode_upload
+from app.errors import api_error_for
+from app.images import ImageError, decode_opened, open_upload
 from app.model import load_served_model
-from tests.helpers import CLASS_NAMES, image_bytes
+from tests.helpers import CLASS_NAMES, huge_png, image_bytes
+
+
+def decode(data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    return decode_opened(open_upload(data, max_pixels), size)
 
 
 def test_single_png_returns_label_probabilities_and_model(client):
@@ -79,7 +83,7 @@ def test_sixteen_bit_png_keeps_its_range():
     arr[:4] = 0
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
-    out = decode_upload(buf.getvalue(), (8, 8), 10_000)
+    out = decode(buf.getvalue(), (8, 8), 10_000)
     assert out.dtype == np.uint8 and out.shape == (8, 8, 3)
     assert out[0, 0].tolist() == [0, 0, 0] and out[7, 7].tolist() == [255, 255, 255]
 
@@ -88,7 +92,7 @@ def test_gif_uses_first_frame():
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
-    out = decode_upload(buf.getvalue(), (16, 16), 10_000)
+    out = decode(buf.getvalue(), (16, 16), 10_000)
     assert out[8, 8, 0] > 200 and out[8, 8, 2] < 50
 
 
@@ -100,7 +104,7 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # stored landscape, displayed rotated 90 degrees clockwise
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif, quality=95)
-    out = decode_upload(buf.getvalue(), (40, 20), 10_000)  # (height, width): portrait
+    out = decode(buf.getvalue(), (40, 20), 10_000)  # (height, width): portrait
     assert out.shape == (40, 20, 3)
     assert out[5, 10].mean() > 200 and out[35, 10].mean() < 50  # white on top after rotation
 
@@ -109,7 +113,7 @@ def test_transparency_is_composited_on_white():
     img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    out = decode_upload(buf.getvalue(), (8, 8), 10_000)
+    out = decode(buf.getvalue(), (8, 8), 10_000)
     assert (out == 255).all()
 
 
@@ -118,7 +122,7 @@ def test_large_image_is_resized_with_antialiasing():
     stripes[:, ::2] = 255  # 1-pixel stripes: naive subsampling would give all-black or white
     buf = io.BytesIO()
     Image.fromarray(stripes).save(buf, format="PNG")
-    out = decode_upload(buf.getvalue(), (32, 32), 1_000_000)
+    out = decode(buf.getvalue(), (32, 32), 1_000_000)
     assert 100 < out.mean() < 155
 
 
@@ -140,17 +144,15 @@ def test_several_files_answer_one_result_each_in_order(client):
 
 
 def test_open_upload_reads_only_the_header():
-    from app.images import open_upload
-    from tests.app.test_bad_input import huge_png
-
     img = open_upload(image_bytes("PNG", size=(50, 40)), max_pixels=10_000)
     assert img.size == (50, 40)
     # An 8000x8000 header with almost no data behind it: accepted by size alone when the
     # limit allows, so nothing was decoded; refused with 413 when it does not.
     assert open_upload(huge_png(8000, 8000), max_pixels=64_000_000).size == (8000, 8000)
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(ImageError) as refused:
         open_upload(huge_png(8000, 8000), max_pixels=1_000_000)
-    assert refused.value.status_code == 413
-    with pytest.raises(APIError) as garbage:
+    assert api_error_for(refused.value).status_code == 413
+    assert api_error_for(refused.value).code == "image_too_large"
+    with pytest.raises(ImageError) as garbage:
         open_upload(b"not an image", max_pixels=10_000)
-    assert garbage.value.status_code == 400
+    assert api_error_for(garbage.value).status_code == 400

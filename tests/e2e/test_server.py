@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shlex
 import shutil
 import signal
@@ -16,8 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import ROOT, Server
-from tests.helpers import CLASS_NAMES
+from tests.helpers import CLASS_NAMES, ROOT, Server
 
 CAT = ROOT / "samples" / "cat.png"
 
@@ -58,6 +58,13 @@ def test_readme_curl_examples_work_verbatim(server):
         assert labels and all(label in CLASS_NAMES for label in labels), command
 
 
+def _in_flight(server: Server) -> float:
+    """Requests being handled now, besides this one (from the server's own gauge)."""
+    text = httpx.get(f"{server.base}/metrics", timeout=5).text
+    value = re.search(r"^http_requests_in_flight (\S+)$", text, re.M).group(1)
+    return float(value) - 1
+
+
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root):
     s = Server(tiny_model_root, max_batch_wait_ms=20)
     s.wait_ready()
@@ -84,7 +91,11 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root)
     threads = [threading.Thread(target=client) for _ in range(12)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    # SIGTERM once requests are in flight (the metrics middleware counts them as they start)
+    deadline = time.monotonic() + 30
+    while _in_flight(s) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _in_flight(s) >= 2, "no request ever reached the server"
     sent = time.monotonic()
     code = s.stop()
     for t in threads:

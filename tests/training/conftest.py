@@ -3,7 +3,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from training.config import TrainConfig
+from tests.helpers import tiny_config
 from training.train import train
 
 
@@ -12,23 +12,6 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
-
-
-def tiny_config(cifar_dir, run_dir, **overrides) -> TrainConfig:
-    """A few steps of the real ResNet50 at 32 px on the generated data."""
-    values = dict(
-        data=str(cifar_dir),
-        run_dir=str(run_dir),
-        internal_size=32,
-        epochs=1,
-        batch_size=16,
-        val_fraction=0.2,
-        learning_rate=0.01,
-        warmup_epochs=0,
-        verbose=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 @pytest.fixture(scope="session")

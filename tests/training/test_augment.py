@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.augment import AugmentedBatches, cutmix, mixup, one_hot, random_crop_flip
 
@@ -47,10 +48,44 @@ def test_batches_preserve_labels_and_are_deterministic():
     assert not np.array_equal(other[0], first[0])
 
 
-def test_mixing_keeps_targets_distributions():
-    x, rng = _images(), np.random.default_rng(2)
-    t = one_hot(np.arange(16) % 10)
-    for fn in (cutmix, mixup):
-        xm, tm = fn(x, t, rng)
-        assert xm.shape == x.shape and xm.dtype == np.uint8
+def _constant_images(n: int = 16) -> np.ndarray:
+    """Image i is filled with the value 10 * i, so every pixel names its source image."""
+    return np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None] * 10, 32 * 32 * 3).reshape(
+        n, 32, 32, 3
+    )
+
+
+def test_cutmix_pastes_a_box_from_a_partner_and_weights_labels_by_its_area():
+    x, targets = _constant_images(), one_hot(np.arange(16), 16)  # image i has class i
+    pasted_somewhere = False
+    for seed in range(5):
+        xm, tm = cutmix(x, targets, np.random.default_rng(seed))
         np.testing.assert_allclose(tm.sum(axis=1), 1.0, rtol=1e-6)
+        for i in range(len(x)):
+            foreign = xm[i, :, :, 0] != x[i, 0, 0, 0]
+            if not foreign.any():  # partner is itself, or an empty box
+                assert tm[i, i] == 1.0 or np.count_nonzero(tm[i]) == 1
+                continue
+            pasted_somewhere = True
+            rows, cols = np.nonzero(foreign)
+            box = foreign[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+            assert box.all() and box.sum() == foreign.sum()  # one rectangle, nothing else
+            partner = int(xm[i, rows[0], cols[0], 0]) // 10
+            assert partner != i and (xm[i][foreign] == x[partner, 0, 0, 0]).all()
+            area = foreign.mean()
+            assert tm[i, partner] == pytest.approx(area) and tm[i, i] == pytest.approx(1 - area)
+    assert pasted_somewhere
+
+
+def test_mixup_blends_pixels_and_labels_with_the_same_weight():
+    x, targets = _constant_images(), one_hot(np.arange(16), 16)
+    blended_somewhere = False
+    for seed in range(5):
+        xm, tm = mixup(x, targets, np.random.default_rng(seed))
+        np.testing.assert_allclose(tm.sum(axis=1), 1.0, rtol=1e-6)
+        for i in range(len(x)):
+            expected = np.round(tm[i] @ x[:, 0, 0, 0].astype(np.float64))
+            assert (xm[i] == expected).all()  # the pixels mix exactly as the labels do
+            if xm[i, 0, 0, 0] not in x[:, 0, 0, 0]:
+                blended_somewhere = True  # differs from both sources
+    assert blended_somewhere

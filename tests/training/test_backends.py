@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from training.cli import main
-from training.evaluate import load_run_model
+from training.run import load_run_model
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.helpers import CLASS_NAMES
 from training.cli import main
-from training.evaluate import load_run_model
+from training.run import load_run_model
 
 pytestmark = pytest.mark.slow
 

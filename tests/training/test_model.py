@@ -9,7 +9,6 @@ import pytest
 from training.model import (
     backbone_of,
     build_classifier,
-    build_model,
     resolve_weights,
     set_backbone_trainable,
     wrap_for_input,
@@ -23,7 +22,7 @@ def _images(n=3, seed=0):
 
 
 def test_contract_uint8_in_probabilities_out():
-    model = build_model(internal_size=40)
+    model = wrap_for_input(build_classifier(), 40)
     assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape) == (None, 32, 32, 3)
     probs = np.asarray(model.predict_on_batch(_images()))
     assert probs.dtype == np.float32 and probs.shape == (3, 10)
@@ -34,7 +33,7 @@ def test_contract_uint8_in_probabilities_out():
 
 def test_mixed_precision_keeps_float32_probabilities():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(internal_size=32)
+    model = wrap_for_input(build_classifier(), 32)
     assert (
         model.get_layer("resnet50_cifar10").get_layer("probs").dtype_policy.compute_dtype
         == "float32"

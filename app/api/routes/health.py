@@ -48,8 +48,7 @@ async def model_card(model: ModelDep) -> dict:
     return {
         **model.card,
         "served": {
-            "name": model.name,
-            "version": model.version,
+            **model.describe(),
             "path": str(model.path),
             "input_size": list(model.input_size),
         },

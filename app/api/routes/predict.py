@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import serving_state
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
-from app.batching import BatcherClosedError, MicroBatcher, ModelFailedError, QueueFullError
+from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import APIError
 from app.images import decode_opened, open_upload
@@ -154,16 +154,7 @@ async def _predict_form(
             413, "too_many_files", f"{len(uploads)} files sent; the limit is {settings.max_files}"
         )
     images = np.stack([await _read_image(u, settings, model) for u in uploads])
-    try:
-        probs = await batcher.submit(images)
-    except QueueFullError as exc:
-        raise APIError(
-            503, "overloaded", f"server busy ({exc}); retry shortly", {"Retry-After": "1"}
-        ) from None
-    except ModelFailedError as exc:  # retrying here will not help: no Retry-After
-        raise APIError(503, "model_failed", str(exc)) from None
-    except BatcherClosedError as exc:
-        raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
+    probs = await batcher.submit(images)  # its errors are mapped in app.errors
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
         _describe(p, model.class_names, k, u.filename) for p, u in zip(probs, uploads, strict=True)

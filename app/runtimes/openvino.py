@@ -1,0 +1,87 @@
+"""The OpenVINO runtime: the same SavedModel, read by OpenVINO (no TensorFlow needed), at
+f32 or bf16; or the int8 IR that ``cifar10-model quantize`` stored beside it.
+
+One compiled model with the ``LATENCY`` hint (one stream using every core: the batcher makes
+one call at a time) and one infer request, reused by the inference thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.runtimes.base import INPUT_NAME, INT8_DIR, OUTPUT_NAME, RuntimeLoadError
+
+# What OpenVINO computes the non-quantized layers in, per served precision.
+_PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_model(path: Path, precision: str):
+    """The ``ov.Model`` to compile: the int8 IR, or the SavedModel converted in memory."""
+    import openvino as ov
+
+    source = path / INT8_DIR / "model.xml" if precision == "int8" else path
+    what = "int8 IR" if precision == "int8" else "SavedModel"
+    try:
+        if precision == "int8":
+            return ov.Core().read_model(source)
+        return ov.convert_model(source)
+    except Exception as exc:  # OpenVINO raises RuntimeError/OpConversionFailure and more
+        raise RuntimeLoadError(
+            f"{source}: cannot load {what} with OpenVINO ({_first_line(exc)})"
+        ) from None
+
+
+@dataclass
+class OpenVINORuntime:
+    precision: str
+    input_size: tuple[int, int]
+    num_classes: int
+    _request: object = field(repr=False)
+    _output: object = field(repr=False)
+    name: str = "openvino"
+
+    @classmethod
+    def load(cls, path: Path, precision: str) -> OpenVINORuntime:
+        import openvino as ov
+
+        model = read_model(path, precision)
+        inputs = [i for i in model.inputs if INPUT_NAME in i.get_names()]
+        outputs = [o for o in model.outputs if OUTPUT_NAME in o.get_names()]
+        if not inputs or not outputs:
+            raise RuntimeLoadError(f"{path}: needs input '{INPUT_NAME}' and output '{OUTPUT_NAME}'")
+        shape = inputs[0].get_partial_shape()
+        if inputs[0].get_element_type() != ov.Type.u8 or shape.rank.get_length() != 4:
+            raise RuntimeLoadError(f"{path}: input '{INPUT_NAME}' must be uint8 [b, h, w, 3]")
+        if not (
+            shape[1].is_static
+            and shape[2].is_static
+            and outputs[0].get_partial_shape()[-1].is_static
+        ):
+            raise RuntimeLoadError(f"{path}: input height/width and classes must be fixed")
+        compiled = ov.Core().compile_model(
+            model,
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
+            },
+        )
+        return cls(
+            precision,
+            (shape[1].get_length(), shape[2].get_length()),
+            outputs[0].get_partial_shape()[-1].get_length(),
+            compiled.create_infer_request(),
+            compiled.output(OUTPUT_NAME),
+        )
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self._request.infer({INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})
+        return self._request.get_tensor(self._output).data.copy()

@@ -1,0 +1,100 @@
+"""Official test accuracy of every served variant, through the server's own loading code.
+
+    python benchmarks/variant_accuracy.py --model models/cifar10-resnet50/1 \\
+        --data /tmp/cifar10/cifar-10-batches-py [--write-card]
+
+Each variant (TensorFlow f32; OpenVINO f32, bf16 where the CPU has AVX512_BF16 or AMX, int8
+where the version has one) is loaded by ``app.model.load_served_model`` exactly as
+``cifar10-serve --runtime R --precision P`` would, and called in batches of the server's
+default cap (16) on all 10,000 test images. Reported per variant: accuracy, top-1 agreement
+with TensorFlow f32 and the largest probability difference from it. ``--write-card`` records
+the table in the version's model card (``served_variants``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.cpu import cpu_report, has_fast_bf16  # noqa: E402
+from app.model import load_served_model  # noqa: E402
+from app.runtimes import INT8_DIR  # noqa: E402
+from training.data import load_cifar10  # noqa: E402
+
+
+def variants(version_dir: Path) -> list[tuple[str, str]]:
+    out = [("tensorflow", "f32"), ("openvino", "f32")]
+    if has_fast_bf16():
+        out.append(("openvino", "bf16"))
+    if (version_dir / INT8_DIR / "model.xml").is_file():
+        out.append(("openvino", "int8"))
+    return out
+
+
+def probabilities(version_dir: Path, runtime: str, precision: str, x: np.ndarray, batch: int):
+    model = load_served_model(version_dir.parent, int(version_dir.name), runtime, precision)
+    start = time.perf_counter()
+    probs = np.concatenate([model.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return probs, model.class_names, time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True, help="a version folder")
+    ap.add_argument("--data", required=True, help="CIFAR-10 (official layout)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--write-card", action="store_true")
+    args = ap.parse_args()
+    test = load_cifar10(args.data).test
+    rows, reference = [], None
+    for runtime, precision in variants(args.model):
+        probs, names, seconds = probabilities(args.model, runtime, precision, test.x, args.batch)
+        pred = probs.argmax(1)
+        if reference is None:
+            reference = probs
+        rows.append(
+            {
+                "runtime": runtime,
+                "precision": precision,
+                "test_accuracy": float((pred == test.y).mean()),
+                "test_per_class_accuracy": {
+                    name: float((pred[test.y == i] == i).mean()) for i, name in enumerate(names)
+                },
+                "top1_agreement_with_tensorflow_f32": float((pred == reference.argmax(1)).mean()),
+                "max_abs_probability_difference": float(np.abs(probs - reference).max()),
+                "seconds": round(seconds, 1),
+            }
+        )
+        print(json.dumps({k: v for k, v in rows[-1].items() if "per_class" not in k}), flush=True)
+    result = {
+        "test_images": len(test.y),
+        "batch": args.batch,
+        "hardware": cpu_report(),
+        "command": "python benchmarks/variant_accuracy.py " + " ".join(sys.argv[1:]),
+        "variants": rows,
+    }
+    print("\n| runtime | precision | official test accuracy | top-1 agreement with TF f32 |")
+    print("| --- | --- | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['runtime']} | {r['precision']} | {r['test_accuracy']:.2%} "
+            f"| {r['top1_agreement_with_tensorflow_f32']:.2%} |"
+        )
+    if args.write_card:
+        card_path = args.model / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["served_variants"] = result
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

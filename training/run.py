@@ -1,0 +1,71 @@
+"""A training run's directory: its file names, and the model it holds.
+
+``train`` writes a run, ``evaluate``, ``export`` and the benchmarks read it; this module is the
+one place that knows the layout:
+
+- ``config.json``: the resolved ``TrainConfig``; ``data.json``: data source, sha256, split sizes;
+  ``history.json``: the summary and one row per epoch;
+- ``best.weights.h5`` (best validation accuracy so far) and ``model.weights.h5`` (the final
+  choice, written when the run ends);
+- ``checkpoint/``: ``last.weights.h5``, ``optimizer.npz`` and ``state.json`` after every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.config import ConfigError, TrainConfig
+
+CONFIG = "config.json"
+DATA_INFO = "data.json"
+HISTORY = "history.json"
+BEST_WEIGHTS = "best.weights.h5"
+FINAL_WEIGHTS = "model.weights.h5"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_WEIGHTS = "last.weights.h5"
+CHECKPOINT_OPTIMIZER = "optimizer.npz"
+CHECKPOINT_STATE = "state.json"
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """The configuration a run was trained with."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a training run (no {CONFIG})")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+def read_json(run_dir: Path, name: str) -> dict:
+    """One of the run's JSON files (``DATA_INFO``, ``HISTORY``)."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no {name} (has the run finished?)")
+    return json.loads(path.read_text())
+
+
+def load_run_model(
+    run_dir: Path,
+    internal_size: int | None = None,
+    tta_flip: bool = False,
+    precision: str = "float32",
+):
+    """Rebuild a run's contract model from its config and final weights.
+
+    ``precision`` is the Keras dtype policy the network is rebuilt under (``float32``, what
+    ``export`` writes; ``mixed_bfloat16`` for an in-process comparison). Returns
+    ``(model, config)``.
+    """
+    import keras
+
+    from training.model import build_classifier, wrap_for_input
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    weights = run_dir / FINAL_WEIGHTS
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir}: no {FINAL_WEIGHTS} (has the run finished?)")
+    keras.mixed_precision.set_global_policy(precision)
+    classifier = build_classifier("none", cfg.dropout)
+    classifier.load_weights(weights)
+    return wrap_for_input(classifier, internal_size or cfg.internal_size, tta_flip), cfg
