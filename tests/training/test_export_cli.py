@@ -61,6 +61,19 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     assert {"tensorflow", "keras", "numpy"} <= set(card["libraries"])
     assert card["created"]
 
+    # every weight is stored once: the checkpoint holds about as many floats as the model has
+    # parameters (the export used to write each twice, under two names)
+    reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
+    stored = sum(
+        int(np.prod(shape))
+        for name, shape in reader.get_variable_to_shape_map().items()
+        if name.endswith("VARIABLE_VALUE")
+    )
+    params = keras_model.count_params()
+    assert params <= stored < 1.01 * params
+    data_bytes = sum(f.stat().st_size for f in (version_dir / "variables").glob("variables.data*"))
+    assert data_bytes < 1.05 * 4 * params
+
     assert main(argv[:-3] + ["--data", str(cifar_dir)]) == 0  # next free version
     assert (models / "c10" / "2").is_dir()
     capsys.readouterr()
