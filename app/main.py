@@ -8,6 +8,7 @@ own metrics) and scale with replicas.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -77,6 +78,13 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             log.info("model warmed up; ready")
 
         app.state.model, app.state.batcher = loaded, batcher
+        loop = asyncio.get_running_loop()
+        log.info(
+            "serving %s; event loop %s.%s",
+            loaded.describe(),
+            type(loop).__module__,
+            type(loop).__name__,
+        )
         batcher.start(warm_up)
         try:
             yield

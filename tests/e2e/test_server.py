@@ -105,6 +105,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root)
     log = s.proc.stdout.read()
     assert code in (0, -signal.SIGTERM), log
     assert "Traceback" not in log and "Application shutdown complete" in log
+    # uvicorn[standard]'s fast parts are in use: uvloop's event loop (httptools shows in profiles)
+    assert "event loop uvloop.Loop" in log, log
     assert len(outcomes) == 12
     assert set(statuses) <= {"200", "refused", "not started"}, statuses  # none cut half-way
     assert any(status == "200" and at > sent for status, at in outcomes), outcomes

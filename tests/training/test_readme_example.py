@@ -24,10 +24,10 @@ def readme_training_commands() -> list[str]:
     ]
 
 
-def test_readme_train_evaluate_export_example(tmp_path):
+def test_readme_train_evaluate_export_quantize_example(tmp_path):
     cifar_dir = write_cifar_dir(tmp_path / "data", per_batch=40)  # 180 training images
     commands = readme_training_commands()
-    assert [c.split()[1] for c in commands] == ["train", "evaluate", "export"]
+    assert [c.split()[1] for c in commands] == ["train", "evaluate", "export", "quantize"]
     cli = Path(__import__("sys").executable).parent / "cifar10-model"
     for command in commands:
         command = command.replace("/tmp/cifar10/cifar-10-batches-py", str(cifar_dir))
@@ -36,4 +36,6 @@ def test_readme_train_evaluate_export_example(tmp_path):
         argv = [str(cli), *shlex.split(command)[1:]]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=ROOT)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
-    assert (tmp_path / "models" / "cifar10-resnet50" / "1" / "saved_model.pb").is_file()
+    version = tmp_path / "models" / "cifar10-resnet50" / "1"
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "openvino-int8" / "model.xml").is_file()
