@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     queue_limit: int = Field(256, ge=1, description="Images waiting; beyond it 503.")
     warmup_runs: int = Field(2, ge=0, description="Model calls before the app reports ready.")
     default_top_k: int = Field(3, ge=1, le=10)
+    api_keys: str | None = Field(
+        None,
+        description="Comma-separated API keys; when set, the inference endpoints need one "
+        "(Authorization: Bearer KEY or X-API-Key: KEY). Off by default.",
+    )
     log_level: str = Field("info")
     host: str = Field("0.0.0.0")
     port: int = Field(8000, ge=1, le=65535)

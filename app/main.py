@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.main import routers
+from app.auth import APIKeys, add_security_to_openapi, parse_keys
 from app.batching import MicroBatcher
 from app.config import Settings, get_settings
 from app.cpu import cpu_report
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         lifespan=lifespan,
     )
     app.state.settings, app.state.metrics = settings, metrics
+    app.state.api_keys = APIKeys(parse_keys(settings.api_keys))
     app.state.model = app.state.batcher = None
     install_error_handlers(app)
     for router in routers:
@@ -109,6 +111,15 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
+    if app.state.api_keys.enabled:
+        plain_openapi = app.openapi
+
+        def openapi_with_security() -> dict:
+            if app.openapi_schema is None:
+                app.openapi_schema = add_security_to_openapi(plain_openapi())
+            return app.openapi_schema
+
+        app.openapi = openapi_with_security
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
     return app

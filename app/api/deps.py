@@ -29,8 +29,10 @@ def _loaded(request: Request, attribute: str):
 
 
 def serving_state(request: Request) -> tuple[Settings, ServedModel, MicroBatcher, Metrics]:
-    """Everything ``/predict`` needs, in one call (the hot path skips ``Depends``)."""
+    """Everything ``/predict`` needs, in one call (the hot path skips ``Depends``); checks the
+    API key first, where keys are configured."""
     state = request.app.state
+    state.api_keys.check(request)
     return state.settings, _loaded(request, "model"), _loaded(request, "batcher"), state.metrics
 
 

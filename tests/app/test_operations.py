@@ -137,3 +137,32 @@ def test_full_queue_answers_503_with_retry_after(tiny_model_root):
         assert "inference_rejected_total 1.0" in client.get("/metrics").text
         ok = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
         assert ok.status_code == 200
+
+
+def test_api_keys_guard_inference_and_leave_operations_open(tiny_model_root):
+    app = create_app(make_settings(tiny_model_root, api_keys="k-one, k-two"))
+    png = {"file": ("a.png", image_bytes(), "image/png")}
+    with TestClient(app) as client:
+        wait_ready(client)
+        missing = client.post("/predict", files=png)
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/predict", files=png, headers={"Authorization": "Bearer k-three"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]["message"]
+        for headers in ({"Authorization": "Bearer k-one"}, {"X-API-Key": "k-two"}):
+            assert client.post("/predict", files=png, headers=headers).status_code == 200
+        for path in ("/health", "/health/ready", "/metrics", "/docs", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+        # Swagger UI's Authorize button: both schemes declared, /predict requires one of them
+        spec = client.get("/openapi.json").json()
+        assert set(spec["components"]["securitySchemes"]) == {"BearerAuth", "APIKeyHeader"}
+        post = spec["paths"]["/predict"]["post"]
+        assert post["security"] == [{"BearerAuth": []}, {"APIKeyHeader": []}]
+        assert "401" in post["responses"]
+        assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_without_api_keys_nothing_asks_for_one(client):
+    r = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
+    assert r.status_code == 200
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})

@@ -156,3 +156,33 @@ def test_open_upload_reads_only_the_header():
     with pytest.raises(ImageError) as garbage:
         open_upload(b"not an image", max_pixels=10_000)
     assert api_error_for(garbage.value).status_code == 400
+
+
+def test_raw_image_body_is_one_upload(client):
+    png = image_bytes("PNG")
+    multipart = client.post("/predict?top_k=2", files={"file": ("x.png", png, "image/png")})
+    for content_type in ("image/png", "application/octet-stream"):
+        r = client.post("/predict?top_k=2", content=png, headers={"Content-Type": content_type})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        PredictResponse.model_validate(body)
+        assert body["filename"] is None and len(body["top_k"]) == 2
+        assert body["probabilities"] == pytest.approx(multipart.json()["probabilities"], abs=1e-5)
+
+
+def test_raw_body_gets_the_same_errors_and_limits(client):
+    def raw(data: bytes, content_type: str = "image/png"):
+        return client.post("/predict", content=data, headers={"Content-Type": content_type})
+
+    cases = [
+        (raw(b""), 400, "empty_file"),
+        (raw(b"not an image at all"), 400, "invalid_image"),
+        (raw(huge_png()), 413, "image_too_large"),
+        (raw(b"\0" * 200_001), 413, "file_too_large"),  # the client fixture's per-file limit
+        (raw(image_bytes("ICO", size=(16, 16)), "image/x-icon"), 415, "unsupported_image_type"),
+        (raw(b"{}", "application/json"), 422, "missing_file"),
+    ]
+    for r, status, code in cases:
+        assert r.status_code == status, (code, r.text)
+        assert r.json()["error"]["code"] == code
+    assert raw(image_bytes("PNG")).status_code == 200  # still serving

@@ -26,7 +26,8 @@ ERRORS = {
         400: "Empty, corrupt, truncated or non-image file; malformed multipart body.",
         413: "File, request, image dimensions or file count over the limit.",
         415: "An image format that is not supported.",
-        422: "Neither 'file' nor 'files' was sent, text in 'file', or a bad query parameter.",
+        422: "Neither 'file' nor 'files' was sent (nor an image as the body), text in 'file', "
+        "or a bad query parameter.",
         503: "Queue full, model not ready or shutting down (retry after Retry-After); "
         "model failed its warm-up (code model_failed, no Retry-After).",
     }.items()
@@ -90,6 +91,12 @@ def parse_top_k(raw: str | None) -> int | None:
     return value
 
 
+# A body of one of these types is the image itself, not a multipart form.
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+RAW_BODY_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
+UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
+UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"] = RAW_BODY_SCHEMA
+
 # Up to this many declared pixels decoding takes less time than a hop to the thread pool;
 # larger images are decoded off the event loop so that they never stall other requests.
 INLINE_DECODE_PIXELS = 128 * 128
@@ -107,6 +114,10 @@ async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel
             "file_too_large",
             f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
         )
+    return await _decode(data, name, settings, model)
+
+
+async def _decode(data: bytes, name: str, settings: Settings, model: ServedModel) -> np.ndarray:
     img = open_upload(data, settings.max_image_pixels, name)  # header only
     width, height = img.size
     if width * height <= INLINE_DECODE_PIXELS:
@@ -131,7 +142,7 @@ def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None)
     "/predict",
     response_model=PredictResponse | BatchPredictResponse,
     responses=ERRORS,
-    summary="Classify one image (field 'file') or several (field 'files')",
+    summary="Classify one image (field 'file', or the raw body) or several (field 'files')",
     openapi_extra=UPLOAD_BODY,
 )
 async def predict(request: Request) -> JSONResponse:
@@ -140,6 +151,9 @@ async def predict(request: Request) -> JSONResponse:
     # every response, which is a good part of the per-request cost under load.
     settings, model, batcher, metrics = serving_state(request)
     top_k = parse_top_k(request.query_params.get("top_k"))
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(RAW_IMAGE_TYPES):
+        return await _predict_raw(request, top_k, settings, model, batcher, metrics)
     try:
         form = await request.form()
     except APIError:  # e.g. the body-size cap, hit while the body streams in
@@ -150,6 +164,30 @@ async def predict(request: Request) -> JSONResponse:
         return await _predict_form(form, top_k, settings, model, batcher, metrics)
     finally:
         await form.close()
+
+
+async def _predict_raw(
+    request: Request,
+    top_k: int | None,
+    settings: Settings,
+    model: ServedModel,
+    batcher: MicroBatcher,
+    metrics: Metrics,
+) -> JSONResponse:
+    """The request body is the image itself (``curl --data-binary @x.jpg -H 'Content-Type:
+    image/jpeg'``): one result, with the same limits and errors as a multipart upload."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > settings.max_upload_bytes:
+            raise APIError(
+                413,
+                "file_too_large",
+                f"body: larger than the limit of {settings.max_upload_bytes} bytes",
+            )
+    image = await _decode(bytes(data), "body", settings, model)
+    probs = await batcher.submit(image[None])  # its errors are mapped in app.errors
+    return _answer(probs, [None], top_k, settings, model, metrics, single=True)
 
 
 async def _predict_form(
@@ -176,13 +214,27 @@ async def _predict_form(
         )
     images = np.stack([await _read_image(u, settings, model) for u in uploads])
     probs = await batcher.submit(images)  # its errors are mapped in app.errors
+    filenames = [u.filename for u in uploads]
+    single = file is not None and len(uploads) == 1
+    return _answer(probs, filenames, top_k, settings, model, metrics, single)
+
+
+def _answer(
+    probs: np.ndarray,
+    filenames: list[str | None],
+    top_k: int | None,
+    settings: Settings,
+    model: ServedModel,
+    metrics: Metrics,
+    single: bool,
+) -> JSONResponse:
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
-        _describe(p, model.class_names, k, u.filename) for p, u in zip(probs, uploads, strict=True)
+        _describe(p, model.class_names, k, name) for p, name in zip(probs, filenames, strict=True)
     ]
     for r in results:
         metrics.predictions.labels(r["label"]).inc()
     ref = {"name": model.name, "version": model.version}
-    if file is not None and len(uploads) == 1:
+    if single:
         return JSONResponse({**results[0], "model": ref})
     return JSONResponse({"model": ref, "results": results})

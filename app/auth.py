@@ -1,0 +1,79 @@
+"""API keys: off unless ``CIFAR10_API_KEYS`` is set; then the inference endpoints need one.
+
+A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and compared with
+every configured key in constant time (no early exit on the first match or mismatch). Health,
+readiness, metrics and the docs stay open, as orchestrators and scrapers need them.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+
+from app.errors import APIError
+
+# Routes with one of these OpenAPI tags need a key when keys are configured.
+PROTECTED_TAGS = frozenset({"prediction", "inference"})
+SECURITY_SCHEMES = {
+    "BearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def parse_keys(value: str | None) -> list[str]:
+    """``"k1,k2"`` → ``["k1", "k2"]`` (blank entries dropped)."""
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+
+class APIKeys:
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = [k.encode() for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def check(self, request: Request) -> None:
+        """Return if the request carries a configured key (or none are configured); else 401."""
+        if not self._keys:
+            return
+        supplied = request.headers.get("x-api-key")
+        if supplied is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            supplied = token.strip() if scheme.lower() == "bearer" else None
+        if not supplied:
+            raise APIError(
+                401,
+                "unauthorized",
+                "this endpoint needs an API key: "
+                "send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        given = supplied.encode()
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(key, given)
+        if not matched:
+            raise APIError(
+                401,
+                "unauthorized",
+                "the API key is not valid",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+
+def add_security_to_openapi(schema: dict) -> dict:
+    """Declare both key schemes and require one on every protected operation, so that
+    Swagger UI's Authorize button sends the key with "Try it out"."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    unauthorized = {
+        "description": "No API key, or not a valid one.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if PROTECTED_TAGS & set(operation.get("tags", [])):
+                operation["security"] = [{"BearerAuth": []}, {"APIKeyHeader": []}]
+                operation.setdefault("responses", {})["401"] = unauthorized
+    return schema
