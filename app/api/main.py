@@ -1,5 +1,11 @@
-from app.api.routes import health, metrics, predict
+from app.api.routes import health, metrics, open_inference, predict
 
 # Included one by one on the app: each level of nested routers costs FastAPI a route lookup
 # per request.
-routers = [predict.router, health.router, metrics.router]
+routers = [
+    predict.router,
+    health.router,
+    metrics.router,
+    open_inference.operations,
+    open_inference.router,
+]

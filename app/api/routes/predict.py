@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import serving_state
+from app.api.images import decode_image
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import APIError
-from app.images import decode_opened, open_upload
 from app.metrics import Metrics
 from app.model import ServedModel
 
@@ -97,10 +96,6 @@ RAW_BODY_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
 UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
 UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"] = RAW_BODY_SCHEMA
 
-# Up to this many declared pixels decoding takes less time than a hop to the thread pool;
-# larger images are decoded off the event loop so that they never stall other requests.
-INLINE_DECODE_PIXELS = 128 * 128
-
 
 async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel) -> np.ndarray:
     name = upload.filename or "upload"
@@ -114,15 +109,7 @@ async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel
             "file_too_large",
             f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
         )
-    return await _decode(data, name, settings, model)
-
-
-async def _decode(data: bytes, name: str, settings: Settings, model: ServedModel) -> np.ndarray:
-    img = open_upload(data, settings.max_image_pixels, name)  # header only
-    width, height = img.size
-    if width * height <= INLINE_DECODE_PIXELS:
-        return decode_opened(img, model.input_size, name)
-    return await run_in_threadpool(decode_opened, img, model.input_size, name)
+    return await decode_image(data, name, settings, model)
 
 
 def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None) -> dict:
@@ -185,7 +172,7 @@ async def _predict_raw(
                 "file_too_large",
                 f"body: larger than the limit of {settings.max_upload_bytes} bytes",
             )
-    image = await _decode(bytes(data), "body", settings, model)
+    image = await decode_image(bytes(data), "body", settings, model)
     probs = await batcher.submit(image[None])  # its errors are mapped in app.errors
     return _answer(probs, [None], top_k, settings, model, metrics, single=True)
 

@@ -1,0 +1,26 @@
+"""Bytes of one uploaded image → the model's input, for every endpoint that takes images."""
+
+from __future__ import annotations
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from app.config import Settings
+from app.images import decode_opened, open_upload
+from app.model import ServedModel
+
+# Up to this many declared pixels decoding takes less time than a hop to the thread pool;
+# larger images are decoded off the event loop so that they never stall other requests.
+INLINE_DECODE_PIXELS = 128 * 128
+
+
+async def decode_image(
+    data: bytes, name: str, settings: Settings, model: ServedModel
+) -> np.ndarray:
+    """Check the header (format, declared size), then decode to ``(h, w, 3)`` uint8 at the
+    model's input size; raises the ``app.images`` domain errors."""
+    img = open_upload(data, settings.max_image_pixels, name)  # header only
+    width, height = img.size
+    if width * height <= INLINE_DECODE_PIXELS:
+        return decode_opened(img, model.input_size, name)
+    return await run_in_threadpool(decode_opened, img, model.input_size, name)

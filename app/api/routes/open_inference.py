@@ -1,0 +1,359 @@
+"""Open Inference Protocol v2 (KServe v2, Triton HTTP): health, metadata, readiness, infer.
+
+``POST /v2/models/{name}[/versions/{version}]/infer`` takes the input ``image`` either as a
+``UINT8`` tensor ``[N, 32, 32, 3]`` or as a ``BYTES`` tensor ``[N]`` of encoded images (decoded
+by the same code as ``/predict``), in JSON or with Triton's binary-data extension (what
+``tritonclient`` sends by default: a JSON header of ``Inference-Header-Content-Length`` bytes,
+then the raw tensors). It answers ``probabilities`` (``FP32 [N, classes]``) and, where asked
+for, ``labels`` (``BYTES [N]``, the top class), in JSON or binary as the request asks.
+
+Errors follow the protocol's shape, ``{"error": "message"}``, with the same statuses and
+limits as ``/predict``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import serving_state
+from app.api.images import decode_image
+from app.errors import APIError, api_error_for
+from app.model import ServedModel
+
+router = APIRouter(prefix="/v2", tags=["inference"])
+operations = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+INPUT = "image"
+OUTPUTS = ("probabilities", "labels")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _protocol_errors(handler: Callable[[], Awaitable[Response]]) -> Response:
+    """Run ``handler``; any API or domain error becomes the protocol's ``{"error": ...}``."""
+    try:
+        return await handler()
+    except APIError as exc:
+        return _error(exc.status_code, exc.message, exc.headers)
+    except Exception as exc:
+        mapped = api_error_for(exc)
+        if mapped is None:
+            raise
+        return _error(mapped.status_code, mapped.message, mapped.headers)
+
+
+def _served(request: Request, name: str, version: str | None) -> ServedModel:
+    model = getattr(request.app.state, "model", None)
+    if model is None:
+        raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
+    if name != model.name or (version is not None and version != str(model.version)):
+        wanted = name + (f" version {version}" if version else "")
+        raise APIError(
+            404,
+            "not_found",
+            f"model {wanted} is not served here ({model.name} version {model.version} is)",
+        )
+    return model
+
+
+def _metadata(model: ServedModel) -> dict:
+    h, w = model.input_size
+    platform = {"openvino": "openvino", "tensorflow": "tensorflow_savedmodel"}
+    return {
+        "name": model.name,
+        "versions": [str(model.version)],
+        "platform": platform.get(model.runtime.name, model.runtime.name),
+        "inputs": [
+            {"name": INPUT, "datatype": "UINT8", "shape": [-1, h, w, 3]},
+        ],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.class_names)]},
+            {"name": "labels", "datatype": "BYTES", "shape": [-1]},
+        ],
+        "parameters": {
+            "input_bytes": "the input 'image' may also be BYTES [N]: encoded images (JPEG, PNG, "
+            "WebP, GIF, BMP, TIFF), resized like /predict's uploads",
+            "runtime": model.runtime.name,
+            "precision": model.runtime.precision,
+            "class_names": model.class_names,
+        },
+    }
+
+
+@operations.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> dict:
+    return {
+        "name": request.app.title,
+        "version": request.app.version,
+        "extensions": ["binary_tensor_data"],
+    }
+
+
+@operations.get("/health/live", summary="Liveness")
+async def live() -> dict:
+    return {"live": True}
+
+
+def _is_ready(request: Request) -> bool:
+    batcher = getattr(request.app.state, "batcher", None)
+    return batcher is not None and batcher.ready.is_set()
+
+
+@operations.get("/health/ready", summary="Readiness: the model is loaded and warmed up")
+async def ready(request: Request) -> Response:
+    is_ready = _is_ready(request)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@operations.get("/models/{name}", summary="Model metadata")
+@operations.get("/models/{name}/versions/{version}", summary="Model metadata, one version")
+async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
+    async def handler() -> Response:
+        return JSONResponse(_metadata(_served(request, name, version)))
+
+    return await _protocol_errors(handler)
+
+
+@operations.get("/models/{name}/ready", summary="Model readiness")
+@operations.get("/models/{name}/versions/{version}/ready", summary="Model readiness, one version")
+async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+    async def handler() -> Response:
+        _served(request, name, version)
+        is_ready = _is_ready(request)
+        return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+    return await _protocol_errors(handler)
+
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype", "data"],
+                                "properties": {
+                                    "name": {"type": "string", "enum": [INPUT]},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string", "enum": ["UINT8", "BYTES"]},
+                                    "data": {
+                                        "type": "array",
+                                        "description": "UINT8: the pixels, flat or nested; "
+                                        "BYTES: base64 encoded images",
+                                    },
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"name": {"type": "string", "enum": list(OUTPUTS)}},
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference, one version",
+    openapi_extra=INFER_BODY,
+)
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    async def handler() -> Response:
+        settings, model, batcher, metrics = serving_state(request)
+        _served(request, name, version)
+        header, tail = await _read_request(request)
+        images = await _input_images(header, tail, settings, model)
+        probs = await batcher.submit(images)
+        labels = [model.class_names[i] for i in probs.argmax(axis=1)]
+        for label in labels:
+            metrics.predictions.labels(label).inc()
+        return _response(header, model, probs, labels)
+
+    return await _protocol_errors(handler)
+
+
+async def _read_request(request: Request) -> tuple[dict, bytes]:
+    body = await request.body()
+    length = request.headers.get(HEADER_LENGTH.lower())
+    if length is not None:
+        if not length.isdigit() or int(length) > len(body):
+            raise APIError(400, "invalid_request", f"{HEADER_LENGTH} must be the JSON header size")
+        raw_header, tail = body[: int(length)], body[int(length) :]
+    else:
+        raw_header, tail = body, b""
+    try:
+        header = json.loads(raw_header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_request", f"the request is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise APIError(400, "invalid_request", "the request needs an 'inputs' list")
+    return header, tail
+
+
+def _binary_size(tensor: dict) -> int | None:
+    parameters = tensor.get("parameters") or {}
+    size = parameters.get("binary_data_size")
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+async def _input_images(header: dict, tail: bytes, settings, model: ServedModel) -> np.ndarray:
+    inputs = header["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
+        raise APIError(400, "invalid_request", f"send exactly one input, named '{INPUT}'")
+    tensor = inputs[0]
+    shape, datatype = tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise APIError(400, "invalid_request", "'shape' must be a list of non-negative integers")
+    count = shape[0] if shape else 0
+    if count < 1:
+        raise APIError(400, "invalid_request", "the input holds no image")
+    if count > settings.max_files:
+        raise APIError(
+            413, "too_many_files", f"{count} images sent; the limit is {settings.max_files}"
+        )
+    size = _binary_size(tensor)
+    raw = tail[:size] if size is not None else None
+    if size is not None and len(raw) != size:
+        raise APIError(400, "invalid_request", "the binary data is shorter than announced")
+    if datatype == "UINT8":
+        return _uint8_tensor(tensor, shape, raw, model)
+    if datatype == "BYTES":
+        blobs = _bytes_elements(tensor, raw, int(np.prod(shape)))
+        if len(blobs) != count:
+            raise APIError(400, "invalid_request", "a BYTES input must have shape [N] or [N, 1]")
+        for i, blob in enumerate(blobs):
+            if len(blob) > settings.max_upload_bytes:
+                raise APIError(
+                    413,
+                    "file_too_large",
+                    f"image {i}: larger than the limit of {settings.max_upload_bytes} bytes",
+                )
+        return np.stack(
+            [await decode_image(b, f"image {i}", settings, model) for i, b in enumerate(blobs)]
+        )
+    raise APIError(400, "invalid_request", "the input's datatype must be UINT8 or BYTES")
+
+
+def _uint8_tensor(
+    tensor: dict, shape: list[int], raw: bytes | None, model: ServedModel
+) -> np.ndarray:
+    h, w = model.input_size
+    if shape[1:] != [h, w, 3]:
+        raise APIError(400, "invalid_request", f"a UINT8 input must have shape [N, {h}, {w}, 3]")
+    if raw is not None:
+        values = np.frombuffer(raw, dtype=np.uint8)
+    else:
+        try:
+            values = np.asarray(tensor.get("data"), dtype=np.int64).ravel()
+        except (TypeError, ValueError):
+            raise APIError(400, "invalid_request", "'data' must hold integers") from None
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise APIError(400, "invalid_request", "UINT8 values must be within 0-255")
+    if values.size != int(np.prod(shape)):
+        raise APIError(
+            400,
+            "invalid_request",
+            f"'data' holds {values.size} values, the shape {int(np.prod(shape))}",
+        )
+    return values.astype(np.uint8).reshape(shape)
+
+
+def _bytes_elements(tensor: dict, raw: bytes | None, count: int) -> list[bytes]:
+    """BYTES elements: binary (4-byte little-endian length, then the bytes, each) or JSON
+    strings holding base64."""
+    if raw is not None:
+        out, offset = [], 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise APIError(400, "invalid_request", "truncated BYTES element")
+            (length,) = struct.unpack_from("<I", raw, offset)
+            out.append(raw[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        return out
+    import base64
+    import binascii
+
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise APIError(400, "invalid_request", "'data' must be a list")
+    flat = [d for row in data for d in (row if isinstance(row, list) else [row])]
+    try:
+        return [base64.b64decode(d, validate=True) for d in flat]
+    except (TypeError, binascii.Error):
+        raise APIError(
+            400, "invalid_request", "BYTES data in JSON must be base64 strings"
+        ) from None
+
+
+def _response(header: dict, model: ServedModel, probs: np.ndarray, labels: list[str]) -> Response:
+    requested = header.get("outputs")
+    binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    if requested is None:
+        wanted = [("probabilities", binary_default)]
+    else:
+        if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+            raise APIError(400, "invalid_request", "'outputs' must be a list of objects")
+        wanted = []
+        for o in requested:
+            if o.get("name") not in OUTPUTS:
+                raise APIError(
+                    400,
+                    "invalid_request",
+                    f"unknown output {o.get('name')!r}; use {', '.join(OUTPUTS)}",
+                )
+            binary = (o.get("parameters") or {}).get("binary_data", binary_default)
+            wanted.append((o["name"], bool(binary)))
+    outputs, tail = [], []
+    for output_name, binary in wanted:
+        if output_name == "probabilities":
+            entry = {"name": output_name, "datatype": "FP32", "shape": list(probs.shape)}
+            blob = probs.astype("<f4").tobytes()
+            value = probs.ravel().tolist()
+        else:
+            entry = {"name": output_name, "datatype": "BYTES", "shape": [len(labels)]}
+            blob = b"".join(struct.pack("<I", len(x.encode())) + x.encode() for x in labels)
+            value = labels
+        if binary:
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            tail.append(blob)
+        else:
+            entry["data"] = value
+        outputs.append(entry)
+    body = {"model_name": model.name, "model_version": str(model.version), "outputs": outputs}
+    if "id" in header:
+        body["id"] = header["id"]
+    if not tail:
+        return JSONResponse(body)
+    encoded = json.dumps(body).encode()
+    return Response(
+        encoded + b"".join(tail),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(encoded))},
+    )
