@@ -1,4 +1,4 @@
-from app.api.routes import health, metrics, open_inference, predict
+from app.api.routes import health, metrics, open_inference, predict, tf_serving
 
 # Included one by one on the app: each level of nested routers costs FastAPI a route lookup
 # per request.
@@ -8,4 +8,6 @@ routers = [
     metrics.router,
     open_inference.operations,
     open_inference.router,
+    tf_serving.operations,
+    tf_serving.router,
 ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Awaitable, Callable
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -23,7 +22,8 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import serving_state
 from app.api.images import decode_image
-from app.errors import APIError, api_error_for
+from app.api.protocol import protocol_errors, served_model
+from app.errors import APIError
 from app.model import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["inference"])
@@ -32,37 +32,6 @@ operations = APIRouter(prefix="/v2", tags=["open inference protocol"])
 INPUT = "image"
 OUTPUTS = ("probabilities", "labels")
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-async def _protocol_errors(handler: Callable[[], Awaitable[Response]]) -> Response:
-    """Run ``handler``; any API or domain error becomes the protocol's ``{"error": ...}``."""
-    try:
-        return await handler()
-    except APIError as exc:
-        return _error(exc.status_code, exc.message, exc.headers)
-    except Exception as exc:
-        mapped = api_error_for(exc)
-        if mapped is None:
-            raise
-        return _error(mapped.status_code, mapped.message, mapped.headers)
-
-
-def _served(request: Request, name: str, version: str | None) -> ServedModel:
-    model = getattr(request.app.state, "model", None)
-    if model is None:
-        raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
-    if name != model.name or (version is not None and version != str(model.version)):
-        wanted = name + (f" version {version}" if version else "")
-        raise APIError(
-            404,
-            "not_found",
-            f"model {wanted} is not served here ({model.name} version {model.version} is)",
-        )
-    return model
 
 
 def _metadata(model: ServedModel) -> dict:
@@ -118,20 +87,20 @@ async def ready(request: Request) -> Response:
 @operations.get("/models/{name}/versions/{version}", summary="Model metadata, one version")
 async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
-        return JSONResponse(_metadata(_served(request, name, version)))
+        return JSONResponse(_metadata(served_model(request, name, version)))
 
-    return await _protocol_errors(handler)
+    return await protocol_errors(handler)
 
 
 @operations.get("/models/{name}/ready", summary="Model readiness")
 @operations.get("/models/{name}/versions/{version}/ready", summary="Model readiness, one version")
 async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
-        _served(request, name, version)
+        served_model(request, name, version)
         is_ready = _is_ready(request)
         return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
-    return await _protocol_errors(handler)
+    return await protocol_errors(handler)
 
 
 INFER_BODY = {
@@ -187,7 +156,7 @@ INFER_BODY = {
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
         settings, model, batcher, metrics = serving_state(request)
-        _served(request, name, version)
+        served_model(request, name, version)
         header, tail = await _read_request(request)
         images = await _input_images(header, tail, settings, model)
         probs = await batcher.submit(images)
@@ -196,7 +165,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             metrics.predictions.labels(label).inc()
         return _response(header, model, probs, labels)
 
-    return await _protocol_errors(handler)
+    return await protocol_errors(handler)
 
 
 async def _read_request(request: Request) -> tuple[dict, bytes]:

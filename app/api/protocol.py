@@ -1,0 +1,43 @@
+"""What the client-protocol routers (Open Inference Protocol, TF Serving) share: their error
+shape, ``{"error": "message"}``, and resolving the model a request names."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from app.errors import APIError, api_error_for
+from app.model import ServedModel
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def protocol_errors(handler: Callable[[], Awaitable[Response]]) -> Response:
+    """Run ``handler``; any API or domain error becomes the protocol's ``{"error": ...}``."""
+    try:
+        return await handler()
+    except APIError as exc:
+        return _error(exc.status_code, exc.message, exc.headers)
+    except Exception as exc:
+        mapped = api_error_for(exc)
+        if mapped is None:
+            raise
+        return _error(mapped.status_code, mapped.message, mapped.headers)
+
+
+def served_model(request: Request, name: str, version: str | None) -> ServedModel:
+    model = getattr(request.app.state, "model", None)
+    if model is None:
+        raise APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
+    if name != model.name or (version is not None and version != str(model.version)):
+        wanted = name + (f" version {version}" if version else "")
+        raise APIError(
+            404,
+            "not_found",
+            f"model {wanted} is not served here ({model.name} version {model.version} is)",
+        )
+    return model
