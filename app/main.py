@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -107,9 +107,12 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     for router in routers:
         app.include_router(router)
 
+    demo_page = (Path(__file__).parent / "web" / "index.html").read_bytes()
+
     @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def demo() -> HTMLResponse:
+        """A page to try the model: choose or drop an image, see the top classes as bars."""
+        return HTMLResponse(demo_page)
 
     if app.state.api_keys.enabled:
         plain_openapi = app.openapi
