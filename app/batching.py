@@ -67,6 +67,7 @@ class MicroBatcher:
         metrics: Metrics | None = None,
     ) -> None:
         self._predict = predict
+        self._tag: object = None  # what computed a batch (the served model), see ``swap``
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
@@ -78,19 +79,32 @@ class MicroBatcher:
         self.failure: str | None = None  # why the model will never serve (a failed warm-up)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._warm_up: Callable[[], None] | None = None
         self.ready = asyncio.Event()  # set once the warm-up succeeded
         self.settled = asyncio.Event()  # set once the warm-up ended, either way
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
         """Start the inference thread; it runs ``warm_up`` first, then serves."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._work, args=(warm_up,), name="inference", daemon=True
-        )
+        # Handed over through an attribute the thread clears, not the thread's args (which
+        # live as long as the thread): the warm-up may refer to a model a reload must free.
+        self._warm_up = warm_up
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
         self._thread.start()
+
+    def swap(self, predict: Callable[[np.ndarray], np.ndarray], tag: object = None) -> None:
+        """Compute every batch from now on with ``predict`` (a batch already running finishes
+        with the old one); ``submit_tagged`` answers with ``tag`` for those batches."""
+        with self._changed:
+            self._predict, self._tag = predict, tag
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for ``images`` (``[k, h, w, 3]`` uint8), computed in some batch."""
+        probs, _ = await self.submit_tagged(images)
+        return probs
+
+    async def submit_tagged(self, images: np.ndarray) -> tuple[np.ndarray, object]:
+        """``(probabilities, tag)``: the tag given to ``swap`` for the model that computed them."""
         future = asyncio.get_running_loop().create_future()
         with self._changed:
             if self._closed:
@@ -121,10 +135,12 @@ class MicroBatcher:
         if self._metrics:
             self._metrics.queue_depth.set(value)
 
-    def _work(self, warm_up: Callable[[], None] | None) -> None:
+    def _work(self) -> None:
+        warm_up, self._warm_up = self._warm_up, None
         if warm_up is not None:
             try:
                 warm_up()
+                del warm_up
             except Exception as exc:
                 log.exception("model warm-up failed; not serving")
                 with self._changed:
@@ -174,14 +190,16 @@ class MicroBatcher:
             for p in live:
                 self._metrics.queue_wait.observe(started - p.enqueued)
             self._metrics.batch_size.observe(len(images))
+        with self._changed:
+            predict, tag = self._predict, self._tag
         try:
-            probs = self._predict(images)
+            probs = predict(images)
         except Exception as exc:  # the model failed: every request in the batch learns why
             self._to_loop(_fail, live, exc)
             return
         if self._metrics:
             self._metrics.inference_time.observe(time.perf_counter() - started)
-        self._to_loop(_deliver, live, probs)
+        self._to_loop(_deliver, live, probs, tag)
 
     def _to_loop(self, callback: Callable, *args) -> None:
         """Run ``callback(*args)`` on the event loop (futures are not thread-safe)."""
@@ -201,12 +219,12 @@ class MicroBatcher:
         _fail(left, refusal)
 
 
-def _deliver(batch: list[_Pending], probs: np.ndarray) -> None:
+def _deliver(batch: list[_Pending], probs: np.ndarray, tag: object) -> None:
     offset = 0
     for p in batch:
         k = len(p.images)
         if not p.future.done():
-            p.future.set_result(probs[offset : offset + k])
+            p.future.set_result((probs[offset : offset + k], tag))
         offset += k
 
 

@@ -21,6 +21,12 @@ class Settings(BaseSettings):
         description="Folder holding numbered SavedModel versions (TF Serving layout).",
     )
     model_version: int | None = Field(None, description="Pin a version; default: the newest.")
+    model_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="Poll the model folder every N seconds and swap in a newer version without "
+        "downtime (0: off; ignored with a pinned version).",
+    )
     runtime: Literal["auto", "openvino", "tensorflow"] = Field(
         "auto", description="Inference runtime; auto: OpenVINO where it is installed."
     )

@@ -30,6 +30,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimitMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
+from app.reload import ModelReloader
 
 log = logging.getLogger("app")
 
@@ -57,7 +58,10 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = model or await run_in_threadpool(
+        # Only the app's state (and the batcher) may refer to the served model, so that a
+        # reload's swap leaves nothing holding the old one: the preloaded model is taken out.
+        loaded, app.state.preloaded = app.state.preloaded, None
+        loaded = loaded or await run_in_threadpool(
             load_served_model,
             settings.model_dir,
             settings.model_version,
@@ -72,13 +76,18 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             queue_limit=settings.queue_limit,
             metrics=metrics,
         )
+        batcher.swap(loaded.predict, loaded)  # answers name the model that computed them
 
-        def warm_up() -> None:
-            loaded.warm_up(settings.warmup_runs, (1, settings.max_batch_size))
+        def warm_up(model: ServedModel = loaded) -> None:
+            model.warm_up(settings.warmup_runs, (1, settings.max_batch_size))
             metrics.ready.set(1)
             log.info("model warmed up; ready")
 
         app.state.model, app.state.batcher = loaded, batcher
+        reload_task = None
+        if settings.model_poll_s > 0 and settings.model_version is None:
+            app.state.reloader = ModelReloader(app.state, settings, metrics)
+            reload_task = asyncio.create_task(app.state.reloader.run())
         loop = asyncio.get_running_loop()
         log.info(
             "serving %s; event loop %s.%s",
@@ -87,9 +96,12 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             type(loop).__name__,
         )
         batcher.start(warm_up)
+        del loaded, warm_up
         try:
             yield
         finally:
+            if reload_task is not None:
+                reload_task.cancel()
             metrics.ready.set(0)
             await batcher.close(settings.shutdown_timeout_s)
             app.state.batcher = None
@@ -102,7 +114,8 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     )
     app.state.settings, app.state.metrics = settings, metrics
     app.state.api_keys = APIKeys(parse_keys(settings.api_keys))
-    app.state.model = app.state.batcher = None
+    app.state.model = app.state.batcher = app.state.reloader = None
+    app.state.preloaded = model
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
@@ -164,8 +177,10 @@ def run(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     log.info("CPU: %s", cpu_report())
+    app = create_app(settings, model)
+    del model  # the app holds it, and lets go of it when a reload swaps in another version
     uvicorn.run(
-        create_app(settings, model),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

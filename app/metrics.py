@@ -69,6 +69,12 @@ class Metrics:
             "predictions_total", "Top-1 predictions by class.", ["label"], registry=r
         )
         self.model_info = Info("model", "The model being served.", registry=r)
+        self.reloads = Counter(
+            "model_reloads_total",
+            "Attempts to swap in a newer model version, by result.",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge("model_ready", "1 once the model is loaded and warmed up.", registry=r)
 
 

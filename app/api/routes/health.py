@@ -44,12 +44,20 @@ async def ready(request: Request):
     summary="The served model's card: classes, input, accuracy, training recipe",
     responses={503: {"model": ErrorResponse}},
 )
-async def model_card(model: ModelDep) -> dict:
+async def model_card(model: ModelDep, request: Request) -> dict:
+    reloader = request.app.state.reloader
+    failure = reloader.failure if reloader is not None else None
     return {
         **model.card,
         "served": {
             **model.describe(),
             "path": str(model.path),
             "input_size": list(model.input_size),
+            "reload": {
+                "polling": reloader is not None,
+                "last_failure": (
+                    {"version": failure.version, "error": failure.error} if failure else None
+                ),
+            },
         },
     }

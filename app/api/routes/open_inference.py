@@ -159,7 +159,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         served_model(request, name, version)
         header, tail = await _read_request(request)
         images = await _input_images(header, tail, settings, model)
-        probs = await batcher.submit(images)
+        probs, model = await batcher.submit_tagged(images)  # the version that computed them
         labels = [model.class_names[i] for i in probs.argmax(axis=1)]
         for label in labels:
             metrics.predictions.labels(label).inc()

@@ -173,7 +173,7 @@ async def _predict_raw(
                 f"body: larger than the limit of {settings.max_upload_bytes} bytes",
             )
     image = await decode_image(bytes(data), "body", settings, model)
-    probs = await batcher.submit(image[None])  # its errors are mapped in app.errors
+    probs, model = await batcher.submit_tagged(image[None])  # errors: mapped in app.errors
     return _answer(probs, [None], top_k, settings, model, metrics, single=True)
 
 
@@ -200,7 +200,7 @@ async def _predict_form(
             413, "too_many_files", f"{len(uploads)} files sent; the limit is {settings.max_files}"
         )
     images = np.stack([await _read_image(u, settings, model) for u in uploads])
-    probs = await batcher.submit(images)  # its errors are mapped in app.errors
+    probs, model = await batcher.submit_tagged(images)  # errors: mapped in app.errors
     filenames = [u.filename for u in uploads]
     single = file is not None and len(uploads) == 1
     return _answer(probs, filenames, top_k, settings, model, metrics, single)

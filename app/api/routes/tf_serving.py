@@ -30,23 +30,40 @@ INPUT = "image"
 OUTPUT = "probabilities"
 
 
-def _version_status(model: ServedModel) -> dict:
-    return {
-        "model_version_status": [
+def _version_status(request: Request, model: ServedModel, version: str | None) -> dict:
+    statuses = [
+        {
+            "version": str(model.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }
+    ]
+    reloader = request.app.state.reloader
+    failure = reloader.failure if reloader is not None else None
+    if failure is not None and version in (None, str(failure.version)):
+        statuses.append(
             {
-                "version": str(model.version),
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
+                "version": str(failure.version),
+                "state": "END",
+                "status": {"error_code": "UNKNOWN", "error_message": failure.error},
             }
-        ]
-    }
+        )
+    if version is not None:
+        statuses = [s for s in statuses if s["version"] == version]
+    return {"model_version_status": statuses}
 
 
 @operations.get("/models/{name}", summary="Version status")
 @operations.get("/models/{name}/versions/{version}", summary="Version status, one version")
 async def version_status(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
-        return JSONResponse(_version_status(served_model(request, name, version)))
+        reloader = request.app.state.reloader
+        failed = reloader.failure if reloader is not None else None
+        if failed is not None and version == str(failed.version):  # a version that failed
+            model = served_model(request, name, None)
+        else:
+            model = served_model(request, name, version)
+        return JSONResponse(_version_status(request, model, version))
 
     return await protocol_errors(handler)
 
@@ -154,7 +171,7 @@ async def predict(request: Request, name: str, version: str | None = None) -> Re
         images = np.stack(
             [await _instance(_unwrap(x), i, settings, model) for i, x in enumerate(items)]
         )
-        probs = await batcher.submit(images)
+        probs, model = await batcher.submit_tagged(images)
         for i in probs.argmax(axis=1):
             metrics.predictions.labels(model.class_names[i]).inc()
         key = "predictions" if rows else "outputs"
