@@ -6,7 +6,7 @@ thread hop per dependency per request.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
 
@@ -28,12 +28,23 @@ def _loaded(request: Request, attribute: str):
     return value
 
 
-def serving_state(request: Request) -> tuple[Settings, ServedModel, MicroBatcher, Metrics]:
-    """Everything ``/predict`` needs, in one call (the hot path skips ``Depends``); checks the
-    API key first, where keys are configured."""
+class Serving(NamedTuple):
+    """What an inference endpoint works with."""
+
+    settings: Settings
+    model: ServedModel
+    batcher: MicroBatcher
+    metrics: Metrics
+
+
+def serving_state(request: Request) -> Serving:
+    """Everything an inference endpoint needs, in one call (the hot path skips ``Depends``);
+    checks the API key first, where keys are configured."""
     state = request.app.state
     state.api_keys.check(request)
-    return state.settings, _loaded(request, "model"), _loaded(request, "batcher"), state.metrics
+    return Serving(
+        state.settings, _loaded(request, "model"), _loaded(request, "batcher"), state.metrics
+    )
 
 
 async def get_model(request: Request) -> ServedModel:

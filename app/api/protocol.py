@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from app.api.deps import Serving, serving_state
 from app.errors import APIError, api_error_for
 from app.model import ServedModel
 
@@ -27,6 +28,13 @@ async def protocol_errors(handler: Callable[[], Awaitable[Response]]) -> Respons
         if mapped is None:
             raise
         return _error(mapped.status_code, mapped.message, mapped.headers)
+
+
+def protocol_serving(request: Request, name: str, version: str | None) -> Serving:
+    """The serving state for an inference call on model ``name`` (and ``version``)."""
+    serving = serving_state(request)
+    served_model(request, name, version)
+    return serving
 
 
 def served_model(request: Request, name: str, version: str | None) -> ServedModel:

@@ -20,9 +20,8 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import serving_state
 from app.api.images import decode_image
-from app.api.protocol import protocol_errors, served_model
+from app.api.protocol import protocol_errors, protocol_serving, served_model
 from app.errors import APIError
 from app.model import ServedModel
 
@@ -155,8 +154,7 @@ INFER_BODY = {
 )
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
-        settings, model, batcher, metrics = serving_state(request)
-        served_model(request, name, version)
+        settings, model, batcher, metrics = protocol_serving(request, name, version)
         header, tail = await _read_request(request)
         images = await _input_images(header, tail, settings, model)
         probs, model = await batcher.submit_tagged(images)  # the version that computed them

@@ -8,10 +8,9 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import serving_state
+from app.api.deps import Serving, serving_state
 from app.api.images import decode_image
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
-from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import APIError
 from app.metrics import Metrics
@@ -136,11 +135,11 @@ async def predict(request: Request) -> JSONResponse:
     # The body is built as plain JSON (the shapes of PredictResponse / BatchPredictResponse, which
     # document it and which the tests validate it against): FastAPI then skips re-validating
     # every response, which is a good part of the per-request cost under load.
-    settings, model, batcher, metrics = serving_state(request)
+    serving = serving_state(request)
     top_k = parse_top_k(request.query_params.get("top_k"))
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(RAW_IMAGE_TYPES):
-        return await _predict_raw(request, top_k, settings, model, batcher, metrics)
+        return await _predict_raw(request, top_k, serving)
     try:
         form = await request.form()
     except APIError:  # e.g. the body-size cap, hit while the body streams in
@@ -148,21 +147,15 @@ async def predict(request: Request) -> JSONResponse:
     except StarletteHTTPException as exc:  # Starlette's parser: malformed multipart body
         raise APIError(400, "invalid_multipart", str(exc.detail)) from None
     try:
-        return await _predict_form(form, top_k, settings, model, batcher, metrics)
+        return await _predict_form(form, top_k, serving)
     finally:
         await form.close()
 
 
-async def _predict_raw(
-    request: Request,
-    top_k: int | None,
-    settings: Settings,
-    model: ServedModel,
-    batcher: MicroBatcher,
-    metrics: Metrics,
-) -> JSONResponse:
+async def _predict_raw(request: Request, top_k: int | None, serving: Serving) -> JSONResponse:
     """The request body is the image itself (``curl --data-binary @x.jpg -H 'Content-Type:
     image/jpeg'``): one result, with the same limits and errors as a multipart upload."""
+    settings, model, batcher, metrics = serving
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -177,14 +170,8 @@ async def _predict_raw(
     return _answer(probs, [None], top_k, settings, model, metrics, single=True)
 
 
-async def _predict_form(
-    form: FormData,
-    top_k: int | None,
-    settings: Settings,
-    model: ServedModel,
-    batcher: MicroBatcher,
-    metrics: Metrics,
-) -> JSONResponse:
+async def _predict_form(form: FormData, top_k: int | None, serving: Serving) -> JSONResponse:
+    settings, model, batcher, metrics = serving
     file = form.get("file")
     if file is not None and not isinstance(file, UploadFile):
         raise APIError(422, "invalid_file", "field 'file' must be a file upload, not text")

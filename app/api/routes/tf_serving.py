@@ -17,9 +17,8 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import serving_state
 from app.api.images import decode_image
-from app.api.protocol import protocol_errors, served_model
+from app.api.protocol import protocol_errors, protocol_serving, served_model
 from app.errors import APIError
 from app.model import ServedModel
 
@@ -143,8 +142,7 @@ PREDICT_BODY = {
 )
 async def predict(request: Request, name: str, version: str | None = None) -> Response:
     async def handler() -> Response:
-        settings, model, batcher, metrics = serving_state(request)
-        served_model(request, name, version)
+        settings, model, batcher, metrics = protocol_serving(request, name, version)
         try:
             body = await request.json()
         except ValueError as exc:
