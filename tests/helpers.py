@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -185,20 +186,25 @@ class Server:
             **{f"CIFAR10_{k.upper()}": str(v) for k, v in env.items()},
         }
         argv = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
+        # The log goes to a file: a pipe nobody reads would fill up and block the server.
+        self._log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [*argv, "--model-dir", str(model_root)],
             cwd=ROOT,
             env=full_env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
+
+    def log(self) -> str:
+        """Everything the server has printed so far."""
+        return Path(self._log.name).read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 120) -> None:
         try:
             wait_until_ready(self.proc, http_ready(f"{self.base}/health/ready"), timeout, 0.2)
         except RuntimeError as exc:
-            output = self.proc.stdout.read() if self.proc.poll() is not None else ""
+            output = self.log() if self.proc.poll() is not None else ""
             raise AssertionError(f"{exc}: {output}") from None
 
     def stop(self) -> int:

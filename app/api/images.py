@@ -24,3 +24,17 @@ async def decode_image(
     if width * height <= INLINE_DECODE_PIXELS:
         return decode_opened(img, model.input_size, name)
     return await run_in_threadpool(decode_opened, img, model.input_size, name)
+
+
+def pixel_array(value: object) -> np.ndarray | None:
+    """JSON numbers (nested lists) as an integer array of pixels 0-255, or ``None`` when they
+    are not that: not integers (floats, booleans, strings), ragged, or out of range."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if array.dtype.kind not in "iu" or (
+        array.size and (int(array.min()) < 0 or int(array.max()) > 255)
+    ):
+        return None
+    return array.astype(np.uint8)

@@ -84,6 +84,9 @@ def test_columnar_format(client):
     [
         ({"instances": []}, 400, "no instances"),
         ({"instances": [[1, 2, 3]]}, 400, "[32, 32, 3]"),
+        # found by the schema fuzzer: a huge float overflowed the integer conversion (500)
+        ({"instances": [[True, -1e-05, -4.937720589915988e152]]}, 400, "integers 0-255"),
+        ({"instances": [np.full((32, 32, 3), 0.5).tolist()]}, 400, "integers 0-255"),
         ({"instances": [{"b64": "!!"}]}, 400, "not base64"),
         (
             {"instances": [{"b64": base64.b64encode(b"text").decode()}]},

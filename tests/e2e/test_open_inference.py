@@ -123,6 +123,15 @@ def test_encoded_images_as_bytes_are_decoded_like_uploads(client, server):
             400,
             "UINT8 or BYTES",
         ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1, 32, 32, 3], "datatype": "UINT8", "data": [1e300]}
+                ]
+            },
+            400,
+            "integers within 0-255",
+        ),
     ],
 )
 def test_bad_requests_get_the_protocols_error_shape(server, body, status, fragment):

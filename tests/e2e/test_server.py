@@ -110,7 +110,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root)
         t.join(timeout=60)
     statuses = [o for o, _ in outcomes]
     # uvicorn drains, runs the lifespan shutdown, then re-raises the SIGTERM it caught
-    log = s.proc.stdout.read()
+    log = s.log()
     assert code in (0, -signal.SIGTERM), log
     assert "Traceback" not in log and "Application shutdown complete" in log
     # uvicorn[standard]'s fast parts are in use: uvloop's event loop (httptools shows in profiles)

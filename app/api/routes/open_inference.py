@@ -20,7 +20,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.images import decode_image
+from app.api.images import decode_image, pixel_array
 from app.api.protocol import protocol_errors, protocol_serving, served_model
 from app.errors import APIError
 from app.model import ServedModel
@@ -237,12 +237,10 @@ def _uint8_tensor(
     if raw is not None:
         values = np.frombuffer(raw, dtype=np.uint8)
     else:
-        try:
-            values = np.asarray(tensor.get("data"), dtype=np.int64).ravel()
-        except (TypeError, ValueError):
-            raise APIError(400, "invalid_request", "'data' must hold integers") from None
-        if values.size and (values.min() < 0 or values.max() > 255):
-            raise APIError(400, "invalid_request", "UINT8 values must be within 0-255")
+        pixels = pixel_array(tensor.get("data"))
+        if pixels is None:
+            raise APIError(400, "invalid_request", "UINT8 'data' must be integers within 0-255")
+        values = pixels.ravel()
     if values.size != int(np.prod(shape)):
         raise APIError(
             400,

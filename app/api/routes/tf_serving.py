@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.images import decode_image
+from app.api.images import decode_image, pixel_array
 from app.api.protocol import protocol_errors, protocol_serving, served_model
 from app.errors import APIError
 from app.model import ServedModel
@@ -201,16 +201,12 @@ async def _instance(value, index: int, settings, model: ServedModel) -> np.ndarr
             )
         return await decode_image(data, f"instance {index}", settings, model)
     h, w = model.input_size
-    try:
-        array = np.asarray(value, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise APIError(
-            400, "invalid_request", f"instance {index}: not a [{h}, {w}, 3] array of integers"
-        ) from None
-    if array.shape != (h, w, 3) or (array.size and (array.min() < 0 or array.max() > 255)):
+    array = pixel_array(value)
+    if array is None or array.shape != (h, w, 3):
         raise APIError(
             400,
             "invalid_request",
-            f"instance {index}: must be a [{h}, {w}, 3] array of 0-255 or {{'b64': image}}",
+            f"instance {index}: must be a [{h}, {w}, 3] array of integers 0-255 or "
+            "{'b64': image}",
         )
-    return array.astype(np.uint8)
+    return array
