@@ -6,7 +6,6 @@ version and loads it. The batcher, the routes and the metrics only see ``Runtime
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from app.cpu import has_fast_bf16
@@ -18,8 +17,6 @@ from app.runtimes.base import (
     RuntimeConfigError,
     RuntimeLoadError,
 )
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "INT8_DIR",
