@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.main import routers
+from app.api.openapi import complete as complete_openapi
 from app.auth import APIKeys, add_security_to_openapi, parse_keys
 from app.batching import MicroBatcher
 from app.config import Settings, get_settings
@@ -127,15 +129,17 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         """A page to try the model: choose or drop an image, see the top classes as bars."""
         return HTMLResponse(demo_page)
 
-    if app.state.api_keys.enabled:
-        plain_openapi = app.openapi
+    plain_openapi = app.openapi  # FastAPI's, generated once from the routes
 
-        def openapi_with_security() -> dict:
-            if app.openapi_schema is None:
-                app.openapi_schema = add_security_to_openapi(plain_openapi())
-            return app.openapi_schema
+    def openapi() -> dict:
+        """The routes' document, completed with the served model and the limits (and the key
+        schemes where keys are configured)."""
+        schema = complete_openapi(plain_openapi(), app.state.model, settings)
+        if app.state.api_keys.enabled:
+            schema = add_security_to_openapi(copy.deepcopy(schema))
+        return schema
 
-        app.openapi = openapi_with_security
+    app.openapi = openapi
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
     return app

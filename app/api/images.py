@@ -27,14 +27,18 @@ async def decode_image(
 
 
 def pixel_array(value: object) -> np.ndarray | None:
-    """JSON numbers (nested lists) as an integer array of pixels 0-255, or ``None`` when they
-    are not that: not integers (floats, booleans, strings), ragged, or out of range."""
+    """JSON numbers (nested lists) as an array of pixels 0-255, or ``None`` when they are not
+    that: not integers (JSON Schema counts ``126.0`` as one; ``0.5``, booleans and strings are
+    not), ragged, or out of range."""
     try:
         array = np.asarray(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    if array.dtype.kind not in "iu" or (
-        array.size and (int(array.min()) < 0 or int(array.max()) > 255)
-    ):
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or not (array == np.round(array)).all():
+            return None
+    elif array.dtype.kind not in "iu":
+        return None
+    if array.size and (array.min() < 0 or array.max() > 255):
         return None
     return array.astype(np.uint8)

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import Serving, serving_state
 from app.api.images import decode_image
+from app.api.multipart import MultiPartException, read_form
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.config import Settings
 from app.errors import APIError
@@ -49,6 +50,7 @@ UPLOAD_BODY = {
                         },
                         "files": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
@@ -57,7 +59,13 @@ UPLOAD_BODY = {
                             "text entries are ignored.",
                         },
                     },
-                }
+                    "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
+                },
+                # each part is an image (JPEG, PNG, WebP, GIF, BMP, TIFF), not empty
+                "encoding": {
+                    "file": {"contentType": "image/*"},
+                    "files": {"contentType": "image/*"},
+                },
             }
         },
     }
@@ -91,7 +99,13 @@ def parse_top_k(raw: str | None) -> int | None:
 
 # A body of one of these types is the image itself, not a multipart form.
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
-RAW_BODY_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
+RAW_BODY_SCHEMA = {
+    "schema": {
+        "type": "string",
+        "format": "binary",
+        "description": "The image itself: JPEG, PNG, WebP, GIF, BMP or TIFF.",
+    }
+}
 UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
 UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"] = RAW_BODY_SCHEMA
 
@@ -141,10 +155,15 @@ async def predict(request: Request) -> JSONResponse:
     if content_type.startswith(RAW_IMAGE_TYPES):
         return await _predict_raw(request, top_k, serving)
     try:
-        form = await request.form()
+        if content_type.startswith("multipart/form-data"):
+            form = await read_form(request)
+        else:  # not a form of files: answered below with missing_file
+            form = await request.form()
     except APIError:  # e.g. the body-size cap, hit while the body streams in
         raise
-    except StarletteHTTPException as exc:  # Starlette's parser: malformed multipart body
+    except MultiPartException as exc:  # a malformed multipart body
+        raise APIError(400, "invalid_multipart", exc.message) from None
+    except StarletteHTTPException as exc:  # Starlette's own form parser, same cause
         raise APIError(400, "invalid_multipart", str(exc.detail)) from None
     try:
         return await _predict_form(form, top_k, serving)
