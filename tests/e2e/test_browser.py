@@ -47,11 +47,23 @@ def browser():
 
 
 def test_swagger_try_it_out_uploads_an_image(server, browser, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, 60)
+    try:
+        _swagger_upload(server, browser, wait)
+    except BaseException:
+        shot = tmp_path / "swagger-failure.png"
+        browser.save_screenshot(str(shot))
+        print(f"screenshot of the failing page: {shot}")
+        raise
+    browser.save_screenshot(str(tmp_path / "swagger.png"))
+
+
+def _swagger_upload(server, browser, wait) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
     browser.get(f"{server.base}/docs")
     op = wait.until(
         ec.element_to_be_clickable((By.CSS_SELECTOR, "[id^='operations-prediction-predict']"))
@@ -70,7 +82,6 @@ def test_swagger_try_it_out_uploads_an_image(server, browser, tmp_path):
     statuses = browser.find_elements(By.CSS_SELECTOR, ".live-responses-table .response-col_status")
     assert statuses[-1].text.strip() == "200"  # the first cell is the table's "Code" header
     assert '"probabilities"' in body.text and '"model"' in body.text
-    browser.save_screenshot(str(tmp_path / "swagger.png"))
 
 
 def test_demo_page_classifies_a_chosen_image(server, browser, tmp_path):

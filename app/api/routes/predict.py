@@ -50,7 +50,6 @@ UPLOAD_BODY = {
                         },
                         "files": {
                             "type": "array",
-                            "minItems": 1,
                             "items": {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
@@ -61,11 +60,9 @@ UPLOAD_BODY = {
                     },
                     "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
                 },
-                # each part is an image (JPEG, PNG, WebP, GIF, BMP, TIFF), not empty
-                "encoding": {
-                    "file": {"contentType": "image/*"},
-                    "files": {"contentType": "image/*"},
-                },
+                # 'file' is an image (JPEG, PNG, WebP, GIF, BMP, TIFF); no part type is declared for
+                # 'files': Swagger UI would send its placeholder entry with it, as an image
+                "encoding": {"file": {"contentType": "image/*"}},
             }
         },
     }
