@@ -62,8 +62,14 @@ def test_readme_curl_examples_work_verbatim(server):
             assert len(body["predictions"][0]) == len(CLASS_NAMES), command
         elif "model_name" in body:  # an Open Inference Protocol answer
             assert body["outputs"][0]["data"][0] in CLASS_NAMES, command
-        else:
-            assert body.get("name") == "tiny" or "model_version_status" in body, command
+        else:  # metadata, health and readiness of the protocols
+            assert (
+                body.get("name") in ("tiny", "CIFAR-10 ResNet50 classifier")
+                or body.get("model_spec", {}).get("name") == "tiny"
+                or body.get("live") is True
+                or body.get("ready") is True
+                or body["model_version_status"][0]["state"] == "AVAILABLE"
+            ), command
 
 
 def _in_flight(server: Server) -> float:
