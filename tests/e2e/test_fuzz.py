@@ -32,10 +32,10 @@ def _schemathesis(server, tmp_path, mode: str, checks: str) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=ROOT,
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
         env={
             **os.environ,
-            "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+            "SCHEMATHESIS_HOOKS": HOOKS,
             "PYTHONPATH": str(ROOT),
         },
     )
