@@ -2,7 +2,7 @@
 
 The domain errors that requests can cause (a bad image, a full queue, a server that is
 stopping) are raised by the modules that detect them and mapped to an HTTP status, a stable
-error code and headers here, in ``DOMAIN_ERRORS``, the one table of that mapping.
+error code and headers here, in ``_domain_errors()``, the one table of that mapping.
 """
 
 from __future__ import annotations
