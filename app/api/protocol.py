@@ -1,5 +1,6 @@
 """What the client-protocol routers (Open Inference Protocol, TF Serving) share: their error
-shape, ``{"error": "message"}``, and resolving the model a request names."""
+shape, ``{"error": "message"}``, resolving the model a request names, and the pieces of their
+request-body schemas."""
 
 from __future__ import annotations
 
@@ -11,6 +12,28 @@ from fastapi.responses import JSONResponse, Response
 from app.api.deps import Serving, serving_state
 from app.errors import APIError, api_error_for
 from app.model import ServedModel
+
+# CIFAR-10's input, which the route declarations describe; app.api.openapi fills in the served
+# model's own size once one is loaded
+DEFAULT_INPUT_SIZE = (32, 32)
+IMAGE_BASE64 = {
+    "type": "string",
+    "format": "x-image-base64",
+    "description": "An encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF), base64.",
+}
+
+
+def pixels_schema(h: int, w: int) -> dict:
+    """A ``[h, w, 3]`` nested array of integers 0-255."""
+    channel = {"type": "integer", "minimum": 0, "maximum": 255}
+    pixel = {"type": "array", "items": channel, "minItems": 3, "maxItems": 3}
+    row = {"type": "array", "items": pixel, "minItems": w, "maxItems": w}
+    return {"type": "array", "items": row, "minItems": h, "maxItems": h}
+
+
+def json_request_body(schema: dict) -> dict:
+    """``openapi_extra`` for a route whose body is JSON of ``schema``."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

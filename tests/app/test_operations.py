@@ -125,6 +125,36 @@ def test_docs_and_redoc_are_served_without_a_cdn(client):
     assert set(post["responses"]) >= {"200", "400", "413", "415", "422", "503"}
 
 
+def test_protocol_bodies_are_declared_once_and_completed_with_the_served_model(tiny_model_root):
+    """The routes declare each protocol's body for CIFAR-10's 32x32 input and the default limit;
+    the served document is the same schema with this server's limit (max_files=5)."""
+    app = create_app(make_settings(tiny_model_root, max_files=5))
+
+    def bodies(spec: dict) -> tuple[dict, dict]:
+        paths = spec["paths"]
+        infer = paths["/v2/models/{name}/infer"]["post"]["requestBody"]
+        predict = paths["/v1/models/{name}:predict"]["post"]["requestBody"]
+        return (
+            infer["content"]["application/json"]["schema"],
+            predict["content"]["application/json"]["schema"],
+        )
+
+    declared_infer, declared_predict = bodies(app.openapi())  # no model loaded yet
+    with TestClient(app) as client:
+        wait_ready(client)
+        served_infer, served_predict = bodies(client.get("/openapi.json").json())
+    assert served_infer == declared_infer  # the tiny model's input is 32x32 too
+    assert declared_infer["properties"]["inputs"]["items"]["oneOf"][1]["properties"]["shape"] == {
+        "const": [1, 32, 32, 3]
+    }
+    assert declared_predict["properties"]["instances"]["maxItems"] == 32
+    assert served_predict["properties"]["instances"]["maxItems"] == 5
+    served_predict["properties"]["instances"]["maxItems"] = 32
+    served_predict["properties"]["inputs"]["anyOf"][0]["maxItems"] = 32
+    served_predict["properties"]["inputs"]["anyOf"][1]["properties"]["image"]["maxItems"] = 32
+    assert served_predict == declared_predict  # nothing else differs
+
+
 def test_full_queue_answers_503_with_retry_after(tiny_model_root):
     app = create_app(make_settings(tiny_model_root, queue_limit=1))
     with TestClient(app) as client:

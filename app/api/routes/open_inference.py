@@ -21,7 +21,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.images import decode_image, pixel_array
-from app.api.protocol import protocol_errors, protocol_serving, served_model
+from app.api.protocol import (
+    DEFAULT_INPUT_SIZE,
+    IMAGE_BASE64,
+    json_request_body,
+    protocol_errors,
+    protocol_serving,
+    served_model,
+)
 from app.errors import APIError
 from app.model import ServedModel
 
@@ -102,48 +109,77 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
     return await protocol_errors(handler)
 
 
-INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "inputs": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["name", "shape", "datatype", "data"],
-                                "properties": {
-                                    "name": {"type": "string", "enum": [INPUT]},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "datatype": {"type": "string", "enum": ["UINT8", "BYTES"]},
-                                    "data": {
-                                        "type": "array",
-                                        "description": "UINT8: the pixels, flat or nested; "
-                                        "BYTES: base64 encoded images",
-                                    },
-                                },
-                            },
-                        },
-                        "outputs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"name": {"type": "string", "enum": list(OUTPUTS)}},
-                            },
-                        },
-                    },
-                }
-            }
+def infer_body(h: int, w: int) -> dict:
+    """The ``infer`` body for one ``[h, w, 3]`` image, as pixels or encoded (its description
+    says what else the server takes)."""
+    one = {"type": "integer", "const": 1}
+    encoded = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"const": INPUT},
+            "datatype": {"const": "BYTES"},
+            "shape": {"type": "array", "prefixItems": [one], "minItems": 1, "maxItems": 1},
+            "data": {"type": "array", "items": IMAGE_BASE64, "minItems": 1, "maxItems": 1},
         },
     }
-}
+    size = h * w * 3
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"const": INPUT},
+            "datatype": {"const": "UINT8"},
+            "shape": {"const": [1, h, w, 3]},
+            "data": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                "minItems": size,
+                "maxItems": size,
+            },
+        },
+    }
+    output = {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"enum": list(OUTPUTS)},
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"binary_data": {"type": "boolean"}},
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "additionalProperties": False,
+        "description": "The schema describes one image per request (shape [1], or [1, h, w, 3]); "
+        "the server also takes N images (shape [N] or [N, h, w, 3]) up to the images-per-request "
+        "limit, and Triton's binary tensor extension.",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {
+                "type": "array",
+                "items": {"oneOf": [encoded, tensor]},
+                "minItems": 1,
+                "maxItems": 1,
+            },
+            "outputs": {"type": "array", "items": output},
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"binary_data_output": {"type": "boolean"}},
+            },
+        },
+    }
+
+
+INFER_BODY = json_request_body(infer_body(*DEFAULT_INPUT_SIZE))
 
 
 @router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)

@@ -18,7 +18,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.images import decode_image, pixel_array
-from app.api.protocol import protocol_errors, protocol_serving, served_model
+from app.api.protocol import (
+    DEFAULT_INPUT_SIZE,
+    IMAGE_BASE64,
+    json_request_body,
+    pixels_schema,
+    protocol_errors,
+    protocol_serving,
+    served_model,
+)
+from app.config import Settings
 from app.errors import APIError
 from app.model import ServedModel
 
@@ -107,29 +116,49 @@ async def metadata(request: Request, name: str, version: str | None = None) -> R
     return await protocol_errors(handler)
 
 
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "signature_name": {"type": "string", "enum": ["serving_default"]},
-                        "instances": {
-                            "type": "array",
-                            "minItems": 1,
-                            "description": "Rows: uint8 [32, 32, 3] arrays, {'b64': encoded "
-                            "image}, or {'image': either}.",
-                            "items": {},
-                        },
-                        "inputs": {"description": "Columns: the same, batched, or {'image': ...}."},
-                    },
-                }
-            }
-        },
+def predict_body(h: int, w: int, max_instances: int) -> dict:
+    """The ``:predict`` body: rows or columns of ``[h, w, 3]`` uint8 arrays or base64 images,
+    1 to ``max_instances`` of them."""
+    b64 = {
+        "type": "object",
+        "required": ["b64"],
+        "additionalProperties": False,
+        "properties": {"b64": IMAGE_BASE64},
     }
-}
+    value = {"anyOf": [pixels_schema(h, w), b64]}
+    named = {
+        "type": "object",
+        "required": [INPUT],
+        "additionalProperties": False,
+        "properties": {INPUT: value},
+    }
+    batch = {"type": "array", "minItems": 1, "maxItems": max_instances}
+    instances = {**batch, "items": {"anyOf": [pixels_schema(h, w), b64, named]}}
+    columns = {
+        "anyOf": [
+            {**batch, "items": value},
+            {
+                "type": "object",
+                "required": [INPUT],
+                "additionalProperties": False,
+                "properties": {INPUT: {**batch, "items": value}},
+            },
+        ]
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "signature_name": {"type": "string", "enum": ["serving_default"]},
+            "instances": instances,
+            "inputs": columns,
+        },
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+    }
+
+
+PREDICT_BODY = json_request_body(
+    predict_body(*DEFAULT_INPUT_SIZE, Settings.model_fields["max_files"].default)
+)
 
 
 @router.post(
