@@ -112,35 +112,25 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
 def infer_body(h: int, w: int) -> dict:
     """The ``infer`` body for one ``[h, w, 3]`` image, as pixels or encoded (its description
     says what else the server takes)."""
-    one = {"type": "integer", "const": 1}
-    encoded = {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"const": INPUT},
-            "datatype": {"const": "BYTES"},
-            "shape": {"type": "array", "prefixItems": [one], "minItems": 1, "maxItems": 1},
-            "data": {"type": "array", "items": IMAGE_BASE64, "minItems": 1, "maxItems": 1},
-        },
-    }
-    size = h * w * 3
-    tensor = {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"const": INPUT},
-            "datatype": {"const": "UINT8"},
-            "shape": {"const": [1, h, w, 3]},
-            "data": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 0, "maximum": 255},
-                "minItems": size,
-                "maxItems": size,
+
+    def tensor(datatype: str, shape: dict, items: dict, count: int) -> dict:
+        return {
+            "type": "object",
+            "required": ["name", "shape", "datatype", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"const": INPUT},
+                "datatype": {"const": datatype},
+                "shape": shape,
+                "data": {"type": "array", "items": items, "minItems": count, "maxItems": count},
             },
-        },
-    }
+        }
+
+    one = {"type": "integer", "const": 1}
+    one_image = {"type": "array", "prefixItems": [one], "minItems": 1, "maxItems": 1}
+    encoded = tensor("BYTES", one_image, IMAGE_BASE64, 1)
+    byte = {"type": "integer", "minimum": 0, "maximum": 255}
+    pixels = tensor("UINT8", {"const": [1, h, w, 3]}, byte, h * w * 3)
     output = {
         "type": "object",
         "required": ["name"],
@@ -165,7 +155,7 @@ def infer_body(h: int, w: int) -> dict:
             "id": {"type": "string"},
             "inputs": {
                 "type": "array",
-                "items": {"oneOf": [encoded, tensor]},
+                "items": {"oneOf": [encoded, pixels]},
                 "minItems": 1,
                 "maxItems": 1,
             },
