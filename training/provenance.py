@@ -9,16 +9,31 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+# Instruction sets that decide how fast training and the served precisions run.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
 
 def cpu_description() -> dict:
+    """The processor's name, family and model, core count and the ``ISA_FLAGS`` it has."""
     model = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cores": os.cpu_count()}
+            key, sep, value = line.partition(":")
+            if not sep:
+                if info:
+                    break  # the first processor's block is enough
+                continue
+            info.setdefault(key.strip(), value.strip())
+    model = info.get("model name", model)
+    described = {"cpu": model, "cores": os.cpu_count()}
+    if "cpu family" in info:
+        described["family_model"] = f"{info['cpu family']}/{info.get('model', '?')}"
+    if "flags" in info:
+        flags = set(info["flags"].split())
+        described["isa"] = [f for f in ISA_FLAGS if f in flags]
+    return described
 
 
 def library_versions() -> dict:

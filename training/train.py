@@ -6,7 +6,9 @@ backbone frozen, ``finetune`` unfreezes all or the top N stages at a lower learn
 BatchNorm kept frozen.
 
 Every epoch ends with a checkpoint in ``RUN/checkpoint/`` (weights, optimizer state, history,
-elapsed time); ``resume`` continues with the same schedule, optimizer state and data order.
+elapsed time, segments); ``resume`` continues with the same schedule, optimizer state and data
+order. Each start or resume is a segment: when it started, on which machine, which epochs it
+finished and in how many seconds, so a run resumed across machines says where its time went.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from training.data import Split, load_cifar10, split_validation
 from training.evaluate import classification_report, keras_predictor, predict
 from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
-from training.provenance import cpu_description
+from training.provenance import cpu_description, utc_now
 from training.run import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -177,7 +179,12 @@ class _Checkpointer(keras.callbacks.Callback):
 
 
 class _RunState:
-    """What a checkpoint holds: weights, optimizer state, history, best score, elapsed time."""
+    """What a checkpoint holds: weights, optimizer state, history, best score, elapsed time,
+    and the segments (one per start or resume) that made it.
+
+    ``elapsed`` counts finished epochs and the time since this segment's start; an epoch cut
+    short by a killed process is repeated on resume and its lost seconds are counted nowhere.
+    """
 
     def __init__(self, run_dir: Path, classifier: keras.Model):
         self.run_dir = run_dir
@@ -188,6 +195,7 @@ class _RunState:
         self.best_epoch: int | None = None
         self.elapsed_before = 0.0
         self.started = time.monotonic()
+        self.segments: list[dict] = []
 
     @property
     def ckpt_dir(self) -> Path:
@@ -195,6 +203,20 @@ class _RunState:
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
+
+    def begin_segment(self, first_epoch: int) -> None:
+        """Record a start (``first_epoch`` 0) or resume on this machine, from now."""
+        self.started = time.monotonic()
+        self.segments.append(
+            {
+                "started_utc": utc_now(),
+                "ended_utc": None,
+                "first_epoch": first_epoch + 1,
+                "last_epoch": None,
+                "seconds": 0.0,
+                "hardware": cpu_description(),
+            }
+        )
 
     def save_weights(self, path: Path) -> None:
         tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
@@ -210,6 +232,12 @@ class _RunState:
             tmp / CHECKPOINT_OPTIMIZER,
             *[keras.ops.convert_to_numpy(v) for v in self.optimizer.variables],
         )
+        if self.segments:
+            self.segments[-1].update(
+                ended_utc=utc_now(),
+                last_epoch=next_epoch,
+                seconds=round(time.monotonic() - self.started, 1),
+            )
         state = {
             "next_epoch": next_epoch,
             "phase": phase,
@@ -217,6 +245,7 @@ class _RunState:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "segments": self.segments,
         }
         (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
@@ -228,6 +257,7 @@ class _RunState:
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.elapsed_before = state["elapsed_s"]
+        self.segments = state.get("segments", [])  # absent in checkpoints before segments
         return state
 
     def restore_optimizer(self) -> None:
@@ -302,6 +332,7 @@ def train(
     if resume:
         state = run.load_checkpoint()
         first_epoch, resume_phase = state["next_epoch"], state["phase"]
+    run.begin_segment(first_epoch)
     deadline = None
     if cfg.time_budget_min is not None:
         deadline = time.monotonic() + cfg.time_budget_min * 60 - run.elapsed_before
@@ -383,6 +414,7 @@ def _finish_run(
         "stopped_by_budget": budget.stopped,
         "wall_time_s": round(run.elapsed(), 1),
         "hardware": cpu_description(),
+        "segments": run.segments,
         "backend": keras.backend.backend(),
     }
     if len(val):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,8 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     assert card["weights_source"] == "none (random initialization)"
     assert len(card["data"]["sha256"]) == 64
     assert card["training"]["config"]["epochs"] == 1
+    (segment,) = card["training"]["summary"]["segments"]  # where and when it trained
+    assert segment["last_epoch"] == 1 and segment["hardware"]["cores"] == os.cpu_count()
     assert 0 <= card["metrics"]["test"]["accuracy"] <= 1
     assert "test_plain_accuracy" in card["metrics"]
     assert {"tensorflow", "keras", "numpy"} <= set(card["libraries"])

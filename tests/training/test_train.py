@@ -70,6 +70,10 @@ def test_smoke_run_writes_every_declared_output(trained_run):
     } <= set(row)
     assert history["summary"]["epochs_completed"] == 1
     assert history["summary"]["hardware"]["cores"] == os.cpu_count()
+    (segment,) = history["summary"]["segments"]
+    assert (segment["first_epoch"], segment["last_epoch"]) == (1, 1)
+    assert segment["hardware"] == history["summary"]["hardware"]
+    assert 0 < segment["seconds"] <= history["summary"]["wall_time_s"]
     assert json.loads((trained_run / "config.json").read_text())["internal_size"] == 32
 
 
@@ -107,6 +111,11 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
     assert resumed.history[1]["loss"] == pytest.approx(whole.history[1]["loss"], rel=1e-3)
     state = json.loads((cut / "checkpoint" / "state.json").read_text())
     assert state["next_epoch"] == 2
+    first, second = state["segments"]  # the interrupted start, then the resume
+    assert [(s["first_epoch"], s["last_epoch"]) for s in (first, second)] == [(1, 1), (2, 2)]
+    assert first["ended_utc"] <= second["started_utc"] <= second["ended_utc"]
+    assert all(s["hardware"]["cores"] == os.cpu_count() for s in (first, second))
+    assert first["seconds"] + second["seconds"] == pytest.approx(state["elapsed_s"], abs=0.2)
 
 
 @pytest.mark.slow
