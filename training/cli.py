@@ -18,6 +18,7 @@ from pathlib import Path
 
 from training.config import ConfigError, TrainConfig, load_config_file, parse_size_schedule
 from training.data import DataError
+from training.select import DEFAULT_TOLERANCE_PT
 
 DEFAULT_DATA_HELP = (
     "CIFAR-10: a cifar-10-batches-py directory (or its parent), the official "
@@ -133,6 +134,13 @@ def _eval_parser(sub) -> None:
     p.add_argument("--confusion-png", type=Path, help="write the confusion matrix figure here")
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes as N or N,M,...") from None
+
+
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a run as a versioned SavedModel with a model card")
     p.add_argument("--run", type=Path, required=True, help="a training run directory")
@@ -147,6 +155,19 @@ def _export_parser(sub) -> None:
         "--data", help="evaluate the export on this data's official test set for the card"
     )
     p.add_argument("--card-extra", type=Path, help="JSON object merged into the model card")
+    p.add_argument(
+        "--select-on-val",
+        type=_sizes,
+        metavar="SIZES",
+        help="choose the internal size (among these, e.g. 64 or 64,80) and the flip on the "
+        "run's validation split instead of giving them; needs --data",
+    )
+    p.add_argument(
+        "--select-tolerance-pt",
+        type=float,
+        default=DEFAULT_TOLERANCE_PT,
+        help=f"a cheaper variant within this many points of the best wins ({DEFAULT_TOLERANCE_PT})",
+    )
 
 
 def _quantize_parser(sub) -> None:
@@ -273,8 +294,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         tta_flip=args.tta_flip,
         data=args.data,
         card_extra=json.loads(args.card_extra.read_text()) if args.card_extra else None,
+        select_sizes=args.select_on_val,
+        select_tolerance_pt=args.select_tolerance_pt,
     )
-    print(json.dumps({"exported": str(result.path), "test_accuracy": result.test_accuracy}))
+    print(
+        json.dumps(
+            {
+                "exported": str(result.path),
+                "validation_selection": result.selection,
+                "test_accuracy": result.test_accuracy,
+            }
+        )
+    )
     return 0
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import keras
 
+from training.config import ConfigError
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
 from training.provenance import git_commit, library_versions, utc_now
 from training.run import DATA_INFO, HISTORY, load_run_model, read_json
+from training.select import DEFAULT_TOLERANCE_PT, select_on_validation
 
 
 class ExportError(Exception):
@@ -138,6 +140,7 @@ def write_export(
 class ExportResult:
     path: Path
     test_accuracy: float | None
+    selection: dict | None = None  # the card's validation_selection, when chosen there
 
 
 def export_run(
@@ -150,15 +153,29 @@ def export_run(
     tta_flip: bool = False,
     data: str | None = None,
     card_extra: dict | None = None,
+    select_sizes: list[int] | None = None,
+    select_tolerance_pt: float = DEFAULT_TOLERANCE_PT,
 ) -> ExportResult:
     """Export a finished run as ``models_dir/name/version`` with its card and figures.
 
     With ``data``, the exported variant is measured once on that data's official test set (which
     must be the data the run trained on: same sha256), and so is the variant without the flip
     average when ``tta_flip`` is on; the card and a confusion-matrix figure record it.
+
+    With ``select_sizes``, the internal size and flip are not given but chosen on the run's
+    validation split among those sizes, with and without the flip (``training.select``), before
+    the test set is touched; the card's ``validation_selection`` records every candidate.
     """
     from training.plots import plot_confusion_matrix
 
+    selection = None
+    if select_sizes:
+        if internal_size is not None or tta_flip:
+            raise ConfigError("choose the variant on validation or give it, not both")
+        if not data:
+            raise ConfigError("choosing on the validation split needs the data")
+        selection = select_on_validation(run_dir, data, select_sizes, select_tolerance_pt)
+        internal_size, tta_flip = selection.chosen.internal_size, selection.chosen.tta_flip
     model, cfg = load_run_model(run_dir, internal_size, tta_flip)
     size = internal_size or cfg.internal_size
     data_info = read_json(run_dir, DATA_INFO)
@@ -189,6 +206,7 @@ def export_run(
             f"official test set: accuracy {served['accuracy']:.2%}",
         )
         figures.append(figure)
+    chosen = {"validation_selection": selection.card()} if selection else {}
     card = build_card(
         name=name,
         version=0,
@@ -199,7 +217,9 @@ def export_run(
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": history["summary"]},
         metrics=metrics,
-        extra=card_extra,
+        extra=(card_extra or {}) | chosen,
     )
     path = write_export(model, models_dir, name, version, card, figures)
-    return ExportResult(path, metrics and metrics["test_accuracy"])
+    return ExportResult(
+        path, metrics and metrics["test_accuracy"], selection.card() if selection else None
+    )

@@ -1,0 +1,68 @@
+"""Choosing the served variant (internal size, test-time flip) on the validation split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.cli import main
+from training.config import ConfigError
+from training.select import Variant, candidates, choose
+
+V64, V64F, V80, V80F = Variant(64, False), Variant(64, True), Variant(80, False), Variant(80, True)
+
+
+def test_the_most_accurate_wins_unless_a_cheaper_one_is_within_the_tolerance():
+    accuracy = {V64: 0.9130, V64F: 0.9208, V80: 0.9000, V80F: 0.9200}
+    assert choose(accuracy, 0.2) == V64F  # best; nothing cheaper is within 0.2 pt
+    assert choose(accuracy, 0.8) == V64  # 0.78 pt below the best: cheaper and close enough
+    assert choose({V64: 0.91, V80F: 0.9119}, 0.2) == V64  # 0.19 pt: the cheaper one wins
+    assert choose({V64: 0.91, V80F: 0.9121}, 0.2) == V80F  # 0.21 pt: the better one wins
+    assert choose({V64: 0.91, V80F: 0.9121}, 0.0) == V80F
+    assert V64.cost < V64F.cost and V64F.cost < V80F.cost and V80.cost < V64F.cost
+
+
+def test_candidates_are_each_size_with_and_without_the_flip():
+    assert candidates([64, 80, 64]) == [V64, V64F, V80, V80F]
+    assert [v.name for v in candidates([64])] == ["val_64", "val_64_tta"]
+    with pytest.raises(ConfigError, match="at least 32"):
+        candidates([16])
+    with pytest.raises(ConfigError, match="no variant"):
+        choose({}, 0.2)
+
+
+@pytest.mark.slow
+def test_export_chooses_on_validation_and_the_card_says_how(
+    trained_run, cifar_dir, tmp_path, capsys
+):
+    models = tmp_path / "models"
+    argv = ["export", "--run", str(trained_run), "--models-dir", str(models), "--name", "c10"]
+    assert main([*argv, "--data", str(cifar_dir), "--select-on-val", "32,40"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    card = json.loads((models / "c10" / "1" / "model_card.json").read_text())
+    selection = card["validation_selection"]
+    assert printed["validation_selection"] == selection
+    assert set(selection["accuracy"]) == {"val_32", "val_32_tta", "val_40", "val_40_tta"}
+    assert selection["images"] == card["data"]["val_images"]
+    # the exported graph is the chosen variant
+    assert (card["internal_size"], card["tta_flip"]) == (
+        selection["internal_size"],
+        selection["tta_flip"],
+    )
+    assert selection["chosen"] == f"val_{card['internal_size']}" + ("_tta" * card["tta_flip"])
+    assert card["metrics"]["test_accuracy"] == printed["test_accuracy"]
+
+    # the recorded validation accuracy is what `evaluate --split val` measures on that variant
+    evaluate = ["evaluate", "--run", str(trained_run), "--data", str(cifar_dir), "--split", "val"]
+    evaluate += ["--internal-size", str(card["internal_size"])]
+    assert main(evaluate + (["--tta-flip"] if card["tta_flip"] else [])) == 0
+    measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert measured["accuracy"] == pytest.approx(selection["accuracy"][selection["chosen"]])
+
+    # giving the variant and choosing it are exclusive; choosing needs the data
+    assert main([*argv, "--data", str(cifar_dir), "--select-on-val", "32", "--tta-flip"]) == 2
+    assert "on validation or give it, not both" in capsys.readouterr().err
+    assert main([*argv, "--select-on-val", "32"]) == 2
+    assert "needs the data" in capsys.readouterr().err
+    assert not (models / "c10" / "2").exists()
