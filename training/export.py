@@ -206,7 +206,7 @@ def export_run(
             f"official test set: accuracy {served['accuracy']:.2%}",
         )
         figures.append(figure)
-    chosen = {"validation_selection": selection.card()} if selection else {}
+    chosen = selection.card() if selection else None
     card = build_card(
         name=name,
         version=0,
@@ -217,9 +217,7 @@ def export_run(
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": history["summary"]},
         metrics=metrics,
-        extra=(card_extra or {}) | chosen,
+        extra=(card_extra or {}) | ({"validation_selection": chosen} if chosen else {}),
     )
     path = write_export(model, models_dir, name, version, card, figures)
-    return ExportResult(
-        path, metrics and metrics["test_accuracy"], selection.card() if selection else None
-    )
+    return ExportResult(path, metrics and metrics["test_accuracy"], chosen)
