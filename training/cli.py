@@ -99,6 +99,12 @@ def _train_parser(sub) -> None:
         help="stop cleanly after N minutes, keeping the best weights",
     )
     g.add_argument(
+        "--segment-min",
+        type=float,
+        help="end this start or resume cleanly at the last epoch boundary expected within N "
+        "minutes (a job's time limit); continue later with --resume",
+    )
+    g.add_argument(
         "--workers",
         type=int,
         help=f"threads preparing augmented batches ({d.workers})",
@@ -219,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     cfg = resolve_train_config(args)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, segment_min=args.segment_min)
     print(
         json.dumps(
             {
@@ -227,6 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "best_val_accuracy": result.best_val_accuracy,
                 "epochs_completed": result.epochs_completed,
                 "stopped_by_budget": result.stopped_by_budget,
+                "stopped_at_deadline": result.stopped_at_deadline,
                 "wall_time_s": result.wall_time_s,
             }
         )

@@ -119,6 +119,26 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_segment_deadline_ends_at_an_epoch_boundary_and_resume_goes_on(cifar_dir, tmp_path):
+    """A job's time limit: stop where the next epoch would not fit, lose nothing, resume."""
+    cfg = tiny_config(cifar_dir, tmp_path, epochs=3)
+    first = train(cfg, segment_min=1e-4)  # a fresh run's first epoch always starts
+    assert first.stopped_at_deadline and not first.stopped_by_budget
+    assert [(r["epoch"], r["complete"]) for r in first.history] == [(1, True)]
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["next_epoch"] == 1
+    idle = train(cfg, resume=True, segment_min=1e-4)  # not even one epoch fits: none starts
+    assert idle.stopped_at_deadline and [r["epoch"] for r in idle.history] == [1]
+    rest = train(cfg, resume=True, segment_min=60)
+    assert not rest.stopped_at_deadline and rest.epochs_completed == 3
+    assert [r["epoch"] for r in rest.history] == [1, 2, 3]
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert [(s["first_epoch"], s["last_epoch"]) for s in state["segments"]] == [(1, 1), (2, 3)]
+    with pytest.raises(ConfigError, match="minutes must be positive"):
+        train(cfg, resume=True, segment_min=0)
+
+
+@pytest.mark.slow
 def test_time_budget_stops_cleanly_and_keeps_weights(cifar_dir, tmp_path):
     result = train(tiny_config(cifar_dir, tmp_path, epochs=3, time_budget_min=1e-4))
     assert result.stopped_by_budget and result.epochs_completed == 0
