@@ -20,8 +20,9 @@ from training.config import ConfigError
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
+from training.model import wrap_for_input
 from training.provenance import git_commit, library_versions, utc_now
-from training.run import DATA_INFO, HISTORY, load_run_model, read_json
+from training.run import DATA_INFO, HISTORY, load_run_classifier, read_json
 from training.select import DEFAULT_TOLERANCE_PT, select_on_validation
 
 
@@ -176,8 +177,9 @@ def export_run(
             raise ConfigError("choosing on the validation split needs the data")
         selection = select_on_validation(run_dir, data, select_sizes, select_tolerance_pt)
         internal_size, tta_flip = selection.chosen.internal_size, selection.chosen.tta_flip
-    model, cfg = load_run_model(run_dir, internal_size, tta_flip)
+    classifier, cfg = load_run_classifier(run_dir)
     size = internal_size or cfg.internal_size
+    model = wrap_for_input(classifier, size, tta_flip)
     data_info = read_json(run_dir, DATA_INFO)
     history = read_json(run_dir, HISTORY)
     metrics, figures = None, [run_dir / "learning_curves.png"]
@@ -193,7 +195,7 @@ def export_run(
             "test": served,
         }
         if tta_flip:
-            plain_model, _ = load_run_model(run_dir, size, tta_flip=False)
+            plain_model = wrap_for_input(classifier, size, tta_flip=False)
             plain = classification_report(
                 y, predict(keras_predictor(plain_model), x), test.class_names
             )

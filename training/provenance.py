@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-# Instruction sets that decide how fast training and the served precisions run.
+# Instruction sets that decide how fast training and the served precisions run (app/cpu.py
+# keeps the same list: training/ and app/ share no code, convention 1 of STYLE.md).
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 

@@ -44,21 +44,16 @@ def read_json(run_dir: Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def load_run_model(
-    run_dir: Path,
-    internal_size: int | None = None,
-    tta_flip: bool = False,
-    precision: str = "float32",
-):
-    """Rebuild a run's contract model from its config and final weights.
+def load_run_classifier(run_dir: Path, precision: str = "float32"):
+    """Rebuild a run's classifier (float input at any size) from its config and final weights.
 
     ``precision`` is the Keras dtype policy the network is rebuilt under (``float32``, what
     ``export`` writes; ``mixed_bfloat16`` for an in-process comparison). Returns
-    ``(model, config)``.
+    ``(classifier, config)``.
     """
     import keras
 
-    from training.model import build_classifier, wrap_for_input
+    from training.model import build_classifier
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
@@ -68,4 +63,18 @@ def load_run_model(
     keras.mixed_precision.set_global_policy(precision)
     classifier = build_classifier("none", cfg.dropout)
     classifier.load_weights(weights)
+    return classifier, cfg
+
+
+def load_run_model(
+    run_dir: Path,
+    internal_size: int | None = None,
+    tta_flip: bool = False,
+    precision: str = "float32",
+):
+    """The run's contract model (uint8 32x32 in, probabilities out) at ``internal_size`` (the
+    run's own by default), with or without the test-time flip. Returns ``(model, config)``."""
+    from training.model import wrap_for_input
+
+    classifier, cfg = load_run_classifier(run_dir, precision)
     return wrap_for_input(classifier, internal_size or cfg.internal_size, tta_flip), cfg

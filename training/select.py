@@ -15,7 +15,7 @@ from pathlib import Path
 from training.config import ConfigError
 from training.data import DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
-from training.run import DATA_INFO, load_run_model, read_json, read_run_config
+from training.run import DATA_INFO, load_run_classifier, read_json, read_run_config
 
 DEFAULT_TOLERANCE_PT = 0.2
 
@@ -87,9 +87,12 @@ def select_on_validation(
         raise DataError(f"{val.source}: checksum differs from the training data's")
     if not len(val.split):
         raise ConfigError(f"{run_dir}: the run has no validation split (val_fraction 0)")
+    from training.model import wrap_for_input
+
+    classifier, _ = load_run_classifier(run_dir)  # built once, wrapped per variant
     accuracy = {}
     for variant in variants:
-        model, _ = load_run_model(run_dir, variant.internal_size, variant.tta_flip)
+        model = wrap_for_input(classifier, variant.internal_size, variant.tta_flip)
         probs = predict(keras_predictor(model), val.split.x)
         accuracy[variant] = classification_report(val.split.y, probs, val.class_names)["accuracy"]
     return Selection(choose(accuracy, tolerance_pt), accuracy, tolerance_pt, len(val.split))

@@ -265,12 +265,11 @@ class _RunState:
             tmp / CHECKPOINT_OPTIMIZER,
             *[keras.ops.convert_to_numpy(v) for v in self.optimizer.variables],
         )
-        if self.segments:
-            self.segments[-1].update(
-                ended_utc=utc_now(),
-                last_epoch=next_epoch,
-                seconds=round(time.monotonic() - self.started, 1),
-            )
+        self.segments[-1].update(  # begin_segment always ran first
+            ended_utc=utc_now(),
+            last_epoch=next_epoch,
+            seconds=round(time.monotonic() - self.started, 1),
+        )
         state = {
             "next_epoch": next_epoch,
             "phase": phase,
