@@ -1,0 +1,87 @@
+"""The models shipped in ``models/`` are complete, and the README states their cards' numbers.
+
+No TensorFlow here: these read files only, so a version that lost a file, a card whose
+measurements disagree with each other, or a README left behind by a new version fails fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "models" / "cifar10-resnet50"
+VERSIONS = sorted((p for p in MODEL_DIR.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def card(version: Path) -> dict:
+    return json.loads((version / "model_card.json").read_text())
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def pct(x: float, digits: int) -> str:
+    return f"{x * 100:.{digits}f}%"
+
+
+def test_there_is_a_shipped_model():
+    assert VERSIONS, f"no numbered version under {MODEL_DIR}"
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda p: p.name)
+def test_each_version_is_complete_and_its_card_consistent(version):
+    c = card(version)
+    assert str(c["version"]) == version.name
+    assert (version / "saved_model.pb").is_file()
+    assert any((version / "variables").glob("variables.data-*"))
+    assert (version / "variables" / "variables.index").is_file()
+    assert c["signature"]["input"]["name"] and c["signature"]["output"]["shape"] == [None, 10]
+    assert len(c["class_names"]) == 10
+    metrics = c["metrics"]
+    per_class = metrics["test_per_class_accuracy"]
+    assert list(per_class) == c["class_names"]
+    # the test set's accuracy is the mean of the per-class recalls (1,000 images per class)
+    assert metrics["test_accuracy"] == pytest.approx(sum(per_class.values()) / 10, abs=1e-4)
+    assert c["validation_selection"]["chosen"] in c["validation_selection"]["accuracy"]
+    int8_xml = version / "openvino-int8" / "model.xml"
+    if int8_xml.is_file():
+        assert (version / "openvino-int8" / "model.bin").is_file()
+        assert c["int8"]["reference_test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    variants = {(v["runtime"], v["precision"]): v for v in c["served_variants"]["variants"]}
+    # the served-variant benchmark reran the exported SavedModel: it must agree with export
+    assert variants["tensorflow", "f32"]["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert ("openvino", "int8") in variants or not int8_xml.is_file()
+
+
+def test_readme_states_the_newest_versions_numbers():
+    """The README's model section is about the version the server loads (the newest), and
+    every accuracy it gives is that card's."""
+    newest = VERSIONS[-1]
+    c = card(newest)
+    section = readme_section("The model")
+    assert f"models/cifar10-resnet50/{newest.name}/" in section
+    assert f"**{pct(c['metrics']['test_accuracy'], 2)}**" in section
+    assert pct(c["metrics"]["test_plain_accuracy"], 2) in section
+    for name, recall in c["metrics"]["test_per_class_accuracy"].items():
+        assert re.search(rf"\b{name} {re.escape(pct(recall, 1))}", section), name
+    runtimes = readme_section("Runtimes and precisions")
+    assert f"models/cifar10-resnet50/{newest.name} " in runtimes
+    for variant in c["served_variants"]["variants"]:
+        row = f"| {variant['precision']}"
+        assert any(
+            row in line and f"| {variant['test_accuracy'] * 100:.2f} % |" in line
+            for line in runtimes.splitlines()
+        ), variant
+    quick_start = readme_section("Quick start")
+    assert f'"version": {newest.name}}}' in quick_start
+    segments = c["training"]["summary"].get("segments", [])
+    for segment in segments:
+        assert segment["started_utc"] in section, segment
