@@ -1,8 +1,11 @@
-"""Every error the API returns has one JSON shape: ``{"error": {"code", "message"}}``.
+"""Every error the API returns is JSON in the shape of the protocol the path belongs to:
+``{"error": {"code", "message"}}`` for this service's own endpoints, ``{"error": "message"}``
+under ``/v1/`` (TF Serving REST) and ``/v2/`` (Open Inference Protocol), as their clients expect.
 
 The domain errors that requests can cause (a bad image, a full queue, a server that is
 stopping) are raised by the modules that detect them and mapped to an HTTP status, a stable
-error code and headers here, in ``_domain_errors()``, the one table of that mapping.
+error code and headers here, in ``_domain_errors()``, the one table of that mapping. What no
+handler maps is answered by ``app.safety_net`` (a JSON 500, logged with the request id).
 """
 
 from __future__ import annotations
@@ -24,8 +27,23 @@ class APIError(HTTPException):
         self.message = message
 
 
-def error_body(code: str, message: str) -> dict:
+# Paths whose protocol answers errors as {"error": "message"}.
+PROTOCOL_PREFIXES = ("/v1", "/v2")
+
+
+def error_body(code: str, message: str, path: str = "/") -> dict:
+    """The error in the shape of the protocol ``path`` belongs to."""
+    if path.startswith(PROTOCOL_PREFIXES):
+        return {"error": message}
     return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, request.url.path), status_code=status, headers=headers
+    )
 
 
 _DEFAULT_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -33,9 +51,7 @@ _DEFAULT_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = getattr(exc, "code", None) or _DEFAULT_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-    )
+    return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -43,7 +59,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+    return error_response(request, 422, "invalid_request", "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class ErrorMapping:
 
 
 def _domain_errors() -> dict[type[Exception], ErrorMapping]:
+    from app.api.decoding import InvalidInputError
     from app.batching import BatcherClosedError, ModelFailedError, QueueFullError
     from app.images import (
         EmptyImageError,
@@ -63,6 +80,7 @@ def _domain_errors() -> dict[type[Exception], ErrorMapping]:
     )
 
     return {
+        InvalidInputError: ErrorMapping(400, "invalid_input"),
         EmptyImageError: ErrorMapping(400, "empty_file"),
         InvalidImageError: ErrorMapping(400, "invalid_image"),
         UnsupportedImageTypeError: ErrorMapping(415, "unsupported_image_type"),

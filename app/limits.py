@@ -24,7 +24,8 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse(error_body("payload_too_large", self._message()), 413)
+            body = error_body("payload_too_large", self._message(), scope["path"])
+            response = JSONResponse(body, 413)
             await response(scope, receive, send)
             return
         received = 0

@@ -33,6 +33,7 @@ from app.limits import BodySizeLimitMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 from app.reload import ModelReloader
+from app.safety_net import SafetyNetMiddleware
 
 log = logging.getLogger("app")
 
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
     app.openapi = openapi
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
     return app
 

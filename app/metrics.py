@@ -21,9 +21,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
 
 class Metrics:
     """The app's Prometheus metrics, in a registry of its own: HTTP requests (by route
-    template, method, status), latency and in-flight count; the batcher's batch sizes, queue
-    wait and depth, model-call time and refusals; predictions by class; the served model;
-    readiness; and the process collector (memory, CPU)."""
+    template, method, status), latency, in-flight count and unexpected exceptions; the
+    batcher's batch sizes, queue wait and depth, model-call time and refusals; predictions by
+    class; the served model; readiness; and the process collector (memory, CPU)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -41,6 +41,13 @@ class Metrics:
             "HTTP request latency by route.",
             ["route", "method"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.unhandled_errors = Counter(
+            "http_unhandled_errors_total",
+            "Requests answered 500 because of an unexpected exception (logged with its request "
+            "id), by route.",
+            ["route"],
             registry=r,
         )
         self.in_flight = Gauge("http_requests_in_flight", "Requests being handled.", registry=r)

@@ -82,7 +82,7 @@ def test_columnar_format(client):
 @pytest.mark.parametrize(
     "body,status,fragment",
     [
-        ({"instances": []}, 400, "no instances"),
+        ({"instances": []}, 400, "no image"),
         ({"instances": [[1, 2, 3]]}, 400, "[32, 32, 3]"),
         # found by the schema fuzzer: a huge float overflowed the integer conversion (500)
         ({"instances": [[True, -1e-05, -4.937720589915988e152]]}, 400, "integers 0-255"),

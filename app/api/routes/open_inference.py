@@ -14,22 +14,18 @@ limits as ``/predict``.
 from __future__ import annotations
 
 import json
+import math
 import struct
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from app.api.images import decode_image, pixel_array
-from app.api.protocol import (
-    DEFAULT_INPUT_SIZE,
-    IMAGE_BASE64,
-    json_request_body,
-    protocol_errors,
-    protocol_serving,
-    served_model,
-)
-from app.errors import APIError
+from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.inference import Classified, EncodedImage, InferenceCore, served_model
+from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body
 from app.model import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["inference"])
@@ -92,21 +88,55 @@ async def ready(request: Request) -> Response:
 @operations.get("/models/{name}", summary="Model metadata")
 @operations.get("/models/{name}/versions/{version}", summary="Model metadata, one version")
 async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        return JSONResponse(_metadata(served_model(request, name, version)))
-
-    return await protocol_errors(handler)
+    return JSONResponse(_metadata(served_model(request, name, version)))
 
 
 @operations.get("/models/{name}/ready", summary="Model readiness")
 @operations.get("/models/{name}/versions/{version}/ready", summary="Model readiness, one version")
 async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        served_model(request, name, version)
-        is_ready = _is_ready(request)
-        return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+    served_model(request, name, version)
+    is_ready = _is_ready(request)
+    return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
-    return await protocol_errors(handler)
+
+class _Body(BaseModel):
+    # Strict: a shape of 1.0 or true, a "yes" for a boolean, are errors, not guesses.
+    # Unknown keys are ignored, as the protocol allows extensions.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TensorParameters(_Body):
+    binary_data_size: int | None = Field(None, ge=0)
+
+
+class InferTensor(_Body):
+    name: str
+    shape: list[NonNegativeInt] = Field(max_length=8)
+    datatype: str
+    parameters: TensorParameters | None = None
+    data: Any = None
+
+
+class OutputParameters(_Body):
+    binary_data: bool | None = None
+
+
+class OutputRequest(_Body):
+    name: Literal["probabilities", "labels"]
+    parameters: OutputParameters | None = None
+
+
+class InferParameters(_Body):
+    binary_data_output: bool = False
+
+
+class InferRequest(_Body):
+    """The infer request's JSON (header), as the protocol defines it."""
+
+    id: str | None = None
+    inputs: list[InferTensor]
+    outputs: list[OutputRequest] | None = None
+    parameters: InferParameters | None = None
 
 
 def infer_body(h: int, w: int) -> dict:
@@ -179,148 +209,95 @@ INFER_BODY = json_request_body(infer_body(*DEFAULT_INPUT_SIZE))
     openapi_extra=INFER_BODY,
 )
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        settings, model, batcher, metrics = protocol_serving(request, name, version)
-        header, tail = await _read_request(request)
-        images = await _input_images(header, tail, settings, model)
-        probs, model = await batcher.submit_tagged(images)  # the version that computed them
-        labels = [model.class_names[i] for i in probs.argmax(axis=1)]
-        for label in labels:
-            metrics.predictions.labels(label).inc()
-        return _response(header, model, probs, labels)
-
-    return await protocol_errors(handler)
-
-
-async def _read_request(request: Request) -> tuple[dict, bytes]:
+    core = InferenceCore.for_request(request, name, version)
     body = await request.body()
-    length = request.headers.get(HEADER_LENGTH.lower())
-    if length is not None:
-        if not length.isdigit() or int(length) > len(body):
-            raise APIError(400, "invalid_request", f"{HEADER_LENGTH} must be the JSON header size")
-        raw_header, tail = body[: int(length)], body[int(length) :]
-    else:
-        raw_header, tail = body, b""
-    try:
-        header = json.loads(raw_header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise APIError(400, "invalid_request", f"the request is not valid JSON ({exc})") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise APIError(400, "invalid_request", "the request needs an 'inputs' list")
-    return header, tail
+    header, tail = _split_binary(body, request.headers.get(HEADER_LENGTH))
+    infer_request = parse_body(header, InferRequest)
+    images = _input_images(infer_request, tail, core)
+    result = await (
+        core.classify_batch(images) if isinstance(images, np.ndarray) else core.classify(images)
+    )
+    return _response(infer_request, result)
 
 
-def _binary_size(tensor: dict) -> int | None:
-    parameters = tensor.get("parameters") or {}
-    size = parameters.get("binary_data_size")
-    return size if isinstance(size, int) and size >= 0 else None
+def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """Triton's binary extension: the JSON header, then the raw tensors."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InvalidInputError(f"{HEADER_LENGTH} must be the JSON header's size in bytes")
+    return body[: int(header_length)], body[int(header_length) :]
 
 
-async def _input_images(header: dict, tail: bytes, settings, model: ServedModel) -> np.ndarray:
-    inputs = header["inputs"]
-    if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
-        raise APIError(400, "invalid_request", f"send exactly one input, named '{INPUT}'")
+def _input_images(
+    request: InferRequest, tail: bytes, core: InferenceCore
+) -> np.ndarray | list[EncodedImage]:
+    """The ``image`` input as a pixel batch (UINT8) or encoded images (BYTES)."""
+    inputs = request.inputs
+    if len(inputs) != 1 or inputs[0].name != INPUT:
+        raise InvalidInputError(f"send exactly one input, named '{INPUT}'")
     tensor = inputs[0]
-    shape, datatype = tensor.get("shape"), tensor.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise APIError(400, "invalid_request", "'shape' must be a list of non-negative integers")
-    count = shape[0] if shape else 0
-    if count < 1:
-        raise APIError(400, "invalid_request", "the input holds no image")
-    if count > settings.max_files:
-        raise APIError(
-            413, "too_many_files", f"{count} images sent; the limit is {settings.max_files}"
-        )
-    size = _binary_size(tensor)
+    shape = tensor.shape
+    core.check_count(shape[0] if shape else 0)
+    size = tensor.parameters.binary_data_size if tensor.parameters else None
     raw = tail[:size] if size is not None else None
-    if size is not None and len(raw) != size:
-        raise APIError(400, "invalid_request", "the binary data is shorter than announced")
-    if datatype == "UINT8":
-        return _uint8_tensor(tensor, shape, raw, model)
-    if datatype == "BYTES":
-        blobs = _bytes_elements(tensor, raw, int(np.prod(shape)))
-        if len(blobs) != count:
-            raise APIError(400, "invalid_request", "a BYTES input must have shape [N] or [N, 1]")
-        for i, blob in enumerate(blobs):
-            if len(blob) > settings.max_upload_bytes:
-                raise APIError(
-                    413,
-                    "file_too_large",
-                    f"image {i}: larger than the limit of {settings.max_upload_bytes} bytes",
-                )
-        return np.stack(
-            [await decode_image(b, f"image {i}", settings, model) for i, b in enumerate(blobs)]
-        )
-    raise APIError(400, "invalid_request", "the input's datatype must be UINT8 or BYTES")
+    if raw is not None and len(raw) != size:
+        raise InvalidInputError("the binary data is shorter than announced")
+    if tensor.datatype == "UINT8":
+        return _uint8_tensor(tensor, raw, core)
+    if tensor.datatype == "BYTES":
+        blobs = _bytes_elements(tensor, raw)
+        if len(blobs) != shape[0] or math.prod(shape) != shape[0]:
+            raise InvalidInputError("a BYTES input must have shape [N] or [N, 1], one per image")
+        return [EncodedImage(blob, f"image {i}") for i, blob in enumerate(blobs)]
+    raise InvalidInputError("the input's datatype must be UINT8 or BYTES")
 
 
-def _uint8_tensor(
-    tensor: dict, shape: list[int], raw: bytes | None, model: ServedModel
-) -> np.ndarray:
-    h, w = model.input_size
+def _uint8_tensor(tensor: InferTensor, raw: bytes | None, core: InferenceCore) -> np.ndarray:
+    h, w = core.model.input_size
+    shape = tensor.shape
     if shape[1:] != [h, w, 3]:
-        raise APIError(400, "invalid_request", f"a UINT8 input must have shape [N, {h}, {w}, 3]")
+        raise InvalidInputError(f"a UINT8 input must have shape [N, {h}, {w}, 3]")
     if raw is not None:
         values = np.frombuffer(raw, dtype=np.uint8)
     else:
-        pixels = pixel_array(tensor.get("data"))
-        if pixels is None:
-            raise APIError(400, "invalid_request", "UINT8 'data' must be integers within 0-255")
-        values = pixels.ravel()
-    if values.size != int(np.prod(shape)):
-        raise APIError(
-            400,
-            "invalid_request",
-            f"'data' holds {values.size} values, the shape {int(np.prod(shape))}",
-        )
-    return values.astype(np.uint8).reshape(shape)
+        values = pixel_array(tensor.data, "UINT8 'data'").ravel()
+    if values.size != math.prod(shape):
+        raise InvalidInputError(f"'data' holds {values.size} values, the shape {math.prod(shape)}")
+    return values.reshape(shape)
 
 
-def _bytes_elements(tensor: dict, raw: bytes | None, count: int) -> list[bytes]:
+def _bytes_elements(tensor: InferTensor, raw: bytes | None) -> list[bytes]:
     """BYTES elements: binary (4-byte little-endian length, then the bytes, each) or JSON
-    strings holding base64."""
+    strings holding base64 (a flat list, or ``[N, 1]`` nested)."""
     if raw is not None:
         out, offset = [], 0
         while offset < len(raw):
             if offset + 4 > len(raw):
-                raise APIError(400, "invalid_request", "truncated BYTES element")
+                raise InvalidInputError("truncated BYTES element")
             (length,) = struct.unpack_from("<I", raw, offset)
+            if offset + 4 + length > len(raw):
+                raise InvalidInputError("truncated BYTES element")
             out.append(raw[offset + 4 : offset + 4 + length])
             offset += 4 + length
         return out
-    import base64
-    import binascii
-
-    data = tensor.get("data")
+    data = tensor.data
     if not isinstance(data, list):
-        raise APIError(400, "invalid_request", "'data' must be a list")
+        raise InvalidInputError("BYTES 'data' must be a list of base64 strings")
     flat = [d for row in data for d in (row if isinstance(row, list) else [row])]
-    try:
-        return [base64.b64decode(d, validate=True) for d in flat]
-    except (TypeError, binascii.Error):
-        raise APIError(
-            400, "invalid_request", "BYTES data in JSON must be base64 strings"
-        ) from None
+    return [decode_base64(d, f"image {i}") for i, d in enumerate(flat)]
 
 
-def _response(header: dict, model: ServedModel, probs: np.ndarray, labels: list[str]) -> Response:
-    requested = header.get("outputs")
-    binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
-    if requested is None:
+def _response(request: InferRequest, result: Classified) -> Response:
+    binary_default = bool(request.parameters and request.parameters.binary_data_output)
+    if request.outputs is None:
         wanted = [("probabilities", binary_default)]
     else:
-        if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-            raise APIError(400, "invalid_request", "'outputs' must be a list of objects")
         wanted = []
-        for o in requested:
-            if o.get("name") not in OUTPUTS:
-                raise APIError(
-                    400,
-                    "invalid_request",
-                    f"unknown output {o.get('name')!r}; use {', '.join(OUTPUTS)}",
-                )
-            binary = (o.get("parameters") or {}).get("binary_data", binary_default)
-            wanted.append((o["name"], bool(binary)))
+        for o in request.outputs:
+            binary = o.parameters.binary_data if o.parameters else None
+            wanted.append((o.name, binary_default if binary is None else binary))
+    probs, labels, model = result.probabilities, result.labels, result.model
     outputs, tail = [], []
     for output_name, binary in wanted:
         if output_name == "probabilities":
@@ -338,8 +315,8 @@ def _response(header: dict, model: ServedModel, probs: np.ndarray, labels: list[
             entry["data"] = value
         outputs.append(entry)
     body = {"model_name": model.name, "model_version": str(model.version), "outputs": outputs}
-    if "id" in header:
-        body["id"] = header["id"]
+    if request.id is not None:
+        body["id"] = request.id
     if not tail:
         return JSONResponse(body)
     encoded = json.dumps(body).encode()

@@ -8,14 +8,11 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import Serving, serving_state
-from app.api.images import decode_image
+from app.api.inference import Classified, EncodedImage, InferenceCore
 from app.api.multipart import MultiPartException, read_form
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.config import Settings
 from app.errors import APIError
-from app.metrics import Metrics
-from app.model import ServedModel
 
 router = APIRouter(tags=["prediction"])
 
@@ -107,19 +104,14 @@ UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
 UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"] = RAW_BODY_SCHEMA
 
 
-async def _read_image(upload: UploadFile, settings: Settings, model: ServedModel) -> np.ndarray:
+async def _read_upload(upload: UploadFile, core: InferenceCore) -> EncodedImage:
+    """A form part's bytes (at most one byte over the limit is read, which ``classify``
+    refuses); a text, PDF, audio or video part is refused by its declared type."""
     name = upload.filename or "upload"
     content_type = (upload.content_type or "").lower()
     if content_type.startswith(NON_IMAGE_TYPES):
         raise APIError(415, "unsupported_media_type", f"{name}: {content_type} is not an image")
-    data = await upload.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise APIError(
-            413,
-            "file_too_large",
-            f"{name}: larger than the limit of {settings.max_upload_bytes} bytes",
-        )
-    return await decode_image(data, name, settings, model)
+    return EncodedImage(await upload.read(core.settings.max_upload_bytes + 1), name)
 
 
 def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None) -> dict:
@@ -146,11 +138,11 @@ async def predict(request: Request) -> JSONResponse:
     # The body is built as plain JSON (the shapes of PredictResponse / BatchPredictResponse, which
     # document it and which the tests validate it against): FastAPI then skips re-validating
     # every response, which is a good part of the per-request cost under load.
-    serving = serving_state(request)
+    core = InferenceCore.for_request(request)
     top_k = parse_top_k(request.query_params.get("top_k"))
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(RAW_IMAGE_TYPES):
-        return await _predict_raw(request, top_k, serving)
+        return await _predict_raw(request, top_k, core)
     try:
         if content_type.startswith("multipart/form-data"):
             form = await read_form(request)
@@ -163,31 +155,25 @@ async def predict(request: Request) -> JSONResponse:
     except StarletteHTTPException as exc:  # Starlette's own form parser, same cause
         raise APIError(400, "invalid_multipart", str(exc.detail)) from None
     try:
-        return await _predict_form(form, top_k, serving)
+        return await _predict_form(form, top_k, core)
     finally:
         await form.close()
 
 
-async def _predict_raw(request: Request, top_k: int | None, serving: Serving) -> JSONResponse:
+async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore) -> JSONResponse:
     """The request body is the image itself (``curl --data-binary @x.jpg -H 'Content-Type:
     image/jpeg'``): one result, with the same limits and errors as a multipart upload."""
-    settings, model, batcher, metrics = serving
+    limit = core.settings.max_upload_bytes
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
-        if len(data) > settings.max_upload_bytes:
-            raise APIError(
-                413,
-                "file_too_large",
-                f"body: larger than the limit of {settings.max_upload_bytes} bytes",
-            )
-    image = await decode_image(bytes(data), "body", settings, model)
-    probs, model = await batcher.submit_tagged(image[None])  # errors: mapped in app.errors
-    return _answer(probs, [None], top_k, settings, model, metrics, single=True)
+        if len(data) > limit:
+            break  # refused by classify as file_too_large, without reading the rest
+    result = await core.classify([EncodedImage(bytes(data), "body")])
+    return _answer(result, [None], top_k, core.settings, single=True)
 
 
-async def _predict_form(form: FormData, top_k: int | None, serving: Serving) -> JSONResponse:
-    settings, model, batcher, metrics = serving
+async def _predict_form(form: FormData, top_k: int | None, core: InferenceCore) -> JSONResponse:
     file = form.get("file")
     if file is not None and not isinstance(file, UploadFile):
         raise APIError(422, "invalid_file", "field 'file' must be a file upload, not text")
@@ -198,32 +184,26 @@ async def _predict_form(form: FormData, top_k: int | None, serving: Serving) -> 
         raise APIError(
             422, "missing_file", "send an image in the multipart field 'file' or 'files'"
         )
-    if len(uploads) > settings.max_files:
-        raise APIError(
-            413, "too_many_files", f"{len(uploads)} files sent; the limit is {settings.max_files}"
-        )
-    images = np.stack([await _read_image(u, settings, model) for u in uploads])
-    probs, model = await batcher.submit_tagged(images)  # errors: mapped in app.errors
+    core.check_count(len(uploads))
+    result = await core.classify([await _read_upload(u, core) for u in uploads])
     filenames = [u.filename for u in uploads]
     single = file is not None and len(uploads) == 1
-    return _answer(probs, filenames, top_k, settings, model, metrics, single)
+    return _answer(result, filenames, top_k, core.settings, single)
 
 
 def _answer(
-    probs: np.ndarray,
+    result: Classified,
     filenames: list[str | None],
     top_k: int | None,
     settings: Settings,
-    model: ServedModel,
-    metrics: Metrics,
     single: bool,
 ) -> JSONResponse:
+    model = result.model
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
-        _describe(p, model.class_names, k, name) for p, name in zip(probs, filenames, strict=True)
+        _describe(p, model.class_names, k, name)
+        for p, name in zip(result.probabilities, filenames, strict=True)
     ]
-    for r in results:
-        metrics.predictions.labels(r["label"]).inc()
     ref = {"name": model.name, "version": model.version}
     if single:
         return JSONResponse({**results[0], "model": ref})

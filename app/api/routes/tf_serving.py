@@ -10,25 +10,17 @@ for columns. Errors have TF Serving's shape, ``{"error": "message"}``.
 
 from __future__ import annotations
 
-import base64
-import binascii
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from app.api.images import decode_image, pixel_array
-from app.api.protocol import (
-    DEFAULT_INPUT_SIZE,
-    IMAGE_BASE64,
-    json_request_body,
-    pixels_schema,
-    protocol_errors,
-    protocol_serving,
-    served_model,
-)
+from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.inference import EncodedImage, InferenceCore, served_model
+from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body, pixels_schema
 from app.config import Settings
-from app.errors import APIError
 from app.model import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -64,16 +56,13 @@ def _version_status(request: Request, model: ServedModel, version: str | None) -
 @operations.get("/models/{name}", summary="Version status")
 @operations.get("/models/{name}/versions/{version}", summary="Version status, one version")
 async def version_status(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        reloader = request.app.state.reloader
-        failed = reloader.failure if reloader is not None else None
-        if failed is not None and version == str(failed.version):  # a version that failed
-            model = served_model(request, name, None)
-        else:
-            model = served_model(request, name, version)
-        return JSONResponse(_version_status(request, model, version))
-
-    return await protocol_errors(handler)
+    reloader = request.app.state.reloader
+    failed = reloader.failure if reloader is not None else None
+    if failed is not None and version == str(failed.version):  # a version that failed
+        model = served_model(request, name, None)
+    else:
+        model = served_model(request, name, version)
+    return JSONResponse(_version_status(request, model, version))
 
 
 def _tensor_info(dtype: str, dims: list[int], name: str) -> dict:
@@ -90,30 +79,40 @@ def _tensor_info(dtype: str, dims: list[int], name: str) -> dict:
 @operations.get("/models/{name}/metadata", summary="Signature metadata")
 @operations.get("/models/{name}/versions/{version}/metadata", summary="Metadata, one version")
 async def metadata(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        model = served_model(request, name, version)
-        h, w = model.input_size
-        signature = {
-            "inputs": {INPUT: _tensor_info("DT_UINT8", [-1, h, w, 3], "serving_default_image:0")},
-            "outputs": {
-                OUTPUT: _tensor_info(
-                    "DT_FLOAT", [-1, len(model.class_names)], "StatefulPartitionedCall:0"
-                )
-            },
-            "method_name": "tensorflow/serving/predict",
+    model = served_model(request, name, version)
+    h, w = model.input_size
+    signature = {
+        "inputs": {INPUT: _tensor_info("DT_UINT8", [-1, h, w, 3], "serving_default_image:0")},
+        "outputs": {
+            OUTPUT: _tensor_info(
+                "DT_FLOAT", [-1, len(model.class_names)], "StatefulPartitionedCall:0"
+            )
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+    return JSONResponse(
+        {
+            "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
         }
-        return JSONResponse(
-            {
-                "model_spec": {
-                    "name": model.name,
-                    "signature_name": "",
-                    "version": str(model.version),
-                },
-                "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
-            }
-        )
+    )
 
-    return await protocol_errors(handler)
+
+class PredictRequest(BaseModel):
+    """The ``:predict`` body: rows (``instances``) or columns (``inputs``); each instance is
+    checked by ``_instance``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    signature_name: Literal["serving_default"] = "serving_default"
+    instances: list[Any] | None = None
+    inputs: list[Any] | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _rows_or_columns(self) -> PredictRequest:
+        if (self.instances is None) == (self.inputs is None):
+            raise ValueError("send either 'instances' or 'inputs'")
+        return self
 
 
 def predict_body(h: int, w: int, max_instances: int) -> dict:
@@ -170,41 +169,15 @@ PREDICT_BODY = json_request_body(
     openapi_extra=PREDICT_BODY,
 )
 async def predict(request: Request, name: str, version: str | None = None) -> Response:
-    async def handler() -> Response:
-        settings, model, batcher, metrics = protocol_serving(request, name, version)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise APIError(
-                400, "invalid_request", f"the request is not valid JSON ({exc})"
-            ) from None
-        if not isinstance(body, dict):
-            raise APIError(400, "invalid_request", "the request must be a JSON object")
-        signature = body.get("signature_name", "serving_default")
-        if signature != "serving_default":
-            raise APIError(400, "invalid_request", f"unknown signature_name {signature!r}")
-        rows = "instances" in body
-        if rows == ("inputs" in body):
-            raise APIError(400, "invalid_request", "send either 'instances' or 'inputs'")
-        items = _unwrap(body["instances"] if rows else body["inputs"])
-        if not isinstance(items, list) or not items:
-            raise APIError(400, "invalid_request", "no instances to predict")
-        if len(items) > settings.max_files:
-            raise APIError(
-                413,
-                "too_many_files",
-                f"{len(items)} images sent; the limit is {settings.max_files}",
-            )
-        images = np.stack(
-            [await _instance(_unwrap(x), i, settings, model) for i, x in enumerate(items)]
-        )
-        probs, model = await batcher.submit_tagged(images)
-        for i in probs.argmax(axis=1):
-            metrics.predictions.labels(model.class_names[i]).inc()
-        key = "predictions" if rows else "outputs"
-        return JSONResponse({key: probs.tolist()})
-
-    return await protocol_errors(handler)
+    core = InferenceCore.for_request(request, name, version)
+    body = parse_body(await request.body(), PredictRequest)
+    rows = body.instances is not None
+    items = _unwrap(body.instances if rows else body.inputs)
+    if not isinstance(items, list):
+        raise InvalidInputError("'inputs' must be a list of instances (or {'image': [...]})")
+    core.check_count(len(items))
+    result = await core.classify([_instance(_unwrap(x), i, core) for i, x in enumerate(items)])
+    return JSONResponse({"predictions" if rows else "outputs": result.probabilities.tolist()})
 
 
 def _unwrap(value):
@@ -214,28 +187,12 @@ def _unwrap(value):
     return value
 
 
-async def _instance(value, index: int, settings, model: ServedModel) -> np.ndarray:
+def _instance(value, index: int, core: InferenceCore) -> EncodedImage | np.ndarray:
+    name = f"instance {index}"
     if isinstance(value, dict) and set(value) == {"b64"}:
-        try:
-            data = base64.b64decode(value["b64"], validate=True)
-        except (TypeError, binascii.Error):
-            raise APIError(
-                400, "invalid_request", f"instance {index}: 'b64' is not base64"
-            ) from None
-        if len(data) > settings.max_upload_bytes:
-            raise APIError(
-                413,
-                "file_too_large",
-                f"instance {index}: larger than the limit of {settings.max_upload_bytes} bytes",
-            )
-        return await decode_image(data, f"instance {index}", settings, model)
-    h, w = model.input_size
-    array = pixel_array(value)
-    if array is None or array.shape != (h, w, 3):
-        raise APIError(
-            400,
-            "invalid_request",
-            f"instance {index}: must be a [{h}, {w}, 3] array of integers 0-255 or "
-            "{'b64': image}",
+        return EncodedImage(decode_base64(value["b64"], f"{name}: 'b64'"), name)
+    if not isinstance(value, list):
+        raise InvalidInputError(
+            f"{name}: must be a [h, w, 3] array of integers 0-255 or {{'b64': image}}"
         )
-    return array
+    return core.pixels(pixel_array(value, name), name)

@@ -1,0 +1,155 @@
+"""The inference core: what every protocol's endpoint does between its codec and the model.
+
+The routers (``/predict``, Open Inference Protocol v2, TF Serving REST) only translate their
+request into a list of images and the result into their answer. ``InferenceCore`` owns the rest,
+once for all of them (KServe's ``DataPlane`` is the model): API key and readiness
+(``for_request``), the images-per-request and bytes-per-image limits, decoding encoded images
+and checking pixel arrays, the micro-batcher, and the prediction metrics. Every failure is a
+domain error that ``app.errors`` maps to one status, which each protocol answers in its own
+shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from app.api.decoding import InvalidInputError
+from app.batching import MicroBatcher
+from app.config import Settings
+from app.errors import APIError
+from app.images import decode_opened, open_upload
+from app.metrics import Metrics
+from app.model import ServedModel
+
+# Up to this many declared pixels decoding takes less time than a hop to the thread pool;
+# larger images are decoded off the event loop so that they never stall other requests.
+INLINE_DECODE_PIXELS = 128 * 128
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """An image file's bytes as the client sent them (PNG, JPEG, ...), and what to call it in
+    error messages."""
+
+    data: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """Probabilities ``[n, classes]`` for the request's images, in order, with the model
+    version that computed them (a reload may swap versions between requests) and the top-1
+    labels."""
+
+    probabilities: np.ndarray
+    model: ServedModel
+    labels: list[str]
+
+
+def not_loaded() -> APIError:
+    return APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
+
+
+def served_model(request: Request, name: str | None = None, version: str | None = None):
+    """The loaded model (503 while none is), which must be the one a protocol path names."""
+    model = request.app.state.model
+    if model is None:
+        raise not_loaded()
+    if name is not None and (
+        name != model.name or (version is not None and version != str(model.version))
+    ):
+        wanted = name + (f" version {version}" if version else "")
+        raise APIError(
+            404,
+            "not_found",
+            f"model {wanted} is not served here ({model.name} version {model.version} is)",
+        )
+    return model
+
+
+class InferenceCore:
+    """One request's way to the model: ``classify`` images, raw or encoded."""
+
+    __slots__ = ("settings", "model", "batcher", "metrics")
+
+    def __init__(
+        self, settings: Settings, model: ServedModel, batcher: MicroBatcher, metrics: Metrics
+    ) -> None:
+        self.settings, self.model, self.batcher, self.metrics = settings, model, batcher, metrics
+
+    @classmethod
+    def for_request(
+        cls, request: Request, name: str | None = None, version: str | None = None
+    ) -> InferenceCore:
+        """The core for an inference request: checks the API key (where keys are configured)
+        first, then that a model is loaded and, for protocol paths, that it is the named one."""
+        state = request.app.state
+        state.api_keys.check(request)
+        model = served_model(request, name, version)
+        if state.batcher is None:
+            raise not_loaded()
+        return cls(state.settings, model, state.batcher, state.metrics)
+
+    def check_count(self, count: int) -> None:
+        """1 to ``max_files`` images per request."""
+        if count < 1:
+            raise InvalidInputError("the request holds no image")
+        if count > self.settings.max_files:
+            raise APIError(
+                413,
+                "too_many_files",
+                f"{count} images sent; the limit is {self.settings.max_files}",
+            )
+
+    def check_size(self, size: int, name: str) -> None:
+        """At most ``max_upload_bytes`` per encoded image."""
+        if size > self.settings.max_upload_bytes:
+            raise APIError(
+                413,
+                "file_too_large",
+                f"{name}: larger than the limit of {self.settings.max_upload_bytes} bytes",
+            )
+
+    async def decode(self, image: EncodedImage) -> np.ndarray:
+        """Check the size and header (format, declared dimensions), then decode to
+        ``(h, w, 3)`` uint8 at the model's input size."""
+        self.check_size(len(image.data), image.name)
+        img = open_upload(image.data, self.settings.max_image_pixels, image.name)  # header only
+        width, height = img.size
+        if width * height <= INLINE_DECODE_PIXELS:
+            return decode_opened(img, self.model.input_size, image.name)
+        return await run_in_threadpool(decode_opened, img, self.model.input_size, image.name)
+
+    def pixels(self, array: np.ndarray, name: str) -> np.ndarray:
+        """A uint8 pixel array, which must be one image of the model's input shape."""
+        h, w = self.model.input_size
+        if array.shape != (h, w, 3):
+            raise InvalidInputError(
+                f"{name}: must be a [{h}, {w}, 3] array of integers 0-255, "
+                f"got shape {list(array.shape)}"
+            )
+        return array
+
+    async def classify(self, images: Sequence[EncodedImage | np.ndarray]) -> Classified:
+        """Probabilities for ``images``: encoded files, or uint8 ``(h, w, 3)`` pixel arrays
+        already of the model's input size (``pixels`` checks them)."""
+        self.check_count(len(images))
+        batch = np.stack(
+            [await self.decode(x) if isinstance(x, EncodedImage) else x for x in images]
+        )
+        return await self.classify_batch(batch)
+
+    async def classify_batch(self, batch: np.ndarray) -> Classified:
+        """Probabilities for a uint8 ``[n, h, w, 3]`` batch of the model's input size."""
+        self.check_count(len(batch))
+        probs, model = await self.batcher.submit_tagged(batch)  # the version that computed them
+        names = model.class_names
+        labels = [names[i] for i in probs.argmax(axis=1).tolist()]
+        for label in labels:
+            self.metrics.predictions.labels(label).inc()
+        return Classified(probs, model, labels)
