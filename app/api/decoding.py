@@ -1,11 +1,11 @@
 """Every JSON and base64 decoding step of the request bodies, in one place.
 
 Whatever a client sends, these functions return a value or raise ``InvalidInputError`` (a
-400 in every protocol): invalid UTF-8, bodies that are not JSON, ``NaN``/``Infinity``, numbers
-beyond 64 bits, nesting past ``orjson``'s 1,024 levels (parsed iteratively in Rust: no
+400 in every protocol): invalid UTF-8, bodies that are not JSON, ``NaN``/``Infinity`` and
+numbers that overflow a double, nesting past ``orjson``'s 1,024 levels (never a
 ``RecursionError``), bodies of the wrong shape (a typed pydantic model says which), base64 that
 is not ASCII, has bad padding or stray characters, and pixel values that are not integers
-0-255.
+0-255 (integers beyond 64 bits arrive as floats and are refused there).
 """
 
 from __future__ import annotations

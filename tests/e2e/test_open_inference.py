@@ -130,7 +130,7 @@ def test_encoded_images_as_bytes_are_decoded_like_uploads(client, server):
                 ]
             },
             400,
-            "integers within 0-255",
+            "integers 0-255",
         ),
     ],
 )
