@@ -9,6 +9,16 @@ import pytest  # noqa: E402
 from tests.helpers import export_tiny_model, write_cifar_dir  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-budget",
+        type=float,
+        default=float(os.environ.get("FUZZ_BUDGET_S", "0")),
+        help="seconds the hostile schema fuzzer searches, coverage phase included from 300 "
+        "(env FUZZ_BUDGET_S; 0: a fixed number of examples, no coverage phase)",
+    )
+
+
 @pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory):
     """A generated CIFAR-10 in the official layout: 5 x 20 training and 20 test images."""

@@ -11,7 +11,7 @@ IMAGE_BASE64 = {
     "type": "string",
     "format": "x-image-base64",
     "minLength": 4,
-    "pattern": "^[A-Za-z0-9+/]*={0,2}$",
+    "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
     "description": "An encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF), base64 (RFC 4648, padded).",
 }
 

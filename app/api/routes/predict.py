@@ -43,6 +43,7 @@ UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "contentMediaType": "application/octet-stream",
+                            "minLength": 1,
                             "description": "One image (what `curl -F file=@x.png` sends).",
                         },
                         "files": {
@@ -50,6 +51,7 @@ UPLOAD_BODY = {
                             "items": {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
+                                "minLength": 1,
                             },
                             "description": "Several images, one result each; "
                             "text entries are ignored.",
@@ -97,6 +99,7 @@ RAW_BODY_SCHEMA = {
     "schema": {
         "type": "string",
         "format": "binary",
+        "minLength": 1,
         "description": "The image itself: JPEG, PNG, WebP, GIF, BMP or TIFF.",
     }
 }
