@@ -127,9 +127,88 @@ async def snapshot(port: int, server_pid: int) -> dict:
     stats = await asyncio.to_thread(batching_stats, port)  # the clients keep running meanwhile
     stats["loop_cpu"] = main_thread_cpu_s(server_pid)
     stats["server_cpu"] = process_cpu_s(server_pid)
+    stats["outside_cpu"] = outside_model_cpu_s(server_pid)
     stats["own_cpu"] = time.process_time()
     stats["time"] = time.perf_counter()
     return stats
+
+
+WRK_SCRIPT = ROOT / "benchmarks" / "wrk_upload.lua"
+
+
+def write_wrk_requests(folder: Path, payloads: list[bytes], raw: bool) -> Path:
+    """The request bodies for ``wrk_upload.lua``: multipart uploads, or raw PNG bodies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, png in enumerate(payloads):
+        if raw:
+            body, content_type = png, "image/png"
+        else:
+            body, content_type = multipart_body("file", "x.png", png)
+        (folder / f"body_{i}").write_bytes(body)
+        (folder / f"type_{i}").write_text(content_type)
+    return folder
+
+
+def wrk_load(
+    port: int,
+    server_pid: int,
+    requests_dir: Path,
+    clients: int,
+    seconds: float,
+    warmup: float = 1.0,
+) -> dict:
+    """``clients`` keep-alive connections from ``wrk`` (a C load generator, one thread) posting
+    the prepared requests back to back; the server's figures are taken in steady state, between
+    two snapshots ``warmup`` s after the start and ``seconds`` later, and wrk's latency
+    percentiles and errors cover its whole run."""
+    total = warmup + seconds + 0.5
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", f"-c{clients}", f"-d{total:.1f}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
+        + [f"http://127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WRK_REQUESTS_DIR": str(requests_dir), "WRK_PATH": "/predict"},
+    )
+    time.sleep(warmup)
+    before = asyncio.run(snapshot(port, server_pid))
+    before["wrk_cpu"] = process_cpu_s(wrk.pid)
+    time.sleep(seconds)
+    after = asyncio.run(snapshot(port, server_pid))
+    after["wrk_cpu"] = process_cpu_s(wrk.pid)
+    out, _ = wrk.communicate(timeout=60)
+    summary = json.loads(out.strip().splitlines()[-1])
+    elapsed = after["time"] - before["time"]
+    answered = after["answered"] - before["answered"]
+    cpu_seconds = elapsed * (os.cpu_count() or 1)
+    errors = sum(summary[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {
+        "clients": clients,
+        "requests": int(answered),
+        "errors": errors,
+        "error_samples": [] if not errors else [summary],
+        "throughput": answered / elapsed,
+        "p50_ms": summary["p50_us"] / 1000,
+        "p95_ms": summary["p95_us"] / 1000,
+        "p99_ms": summary["p99_us"] / 1000,
+        **batching_delta(before, after, elapsed),
+        **cpu_per_request(before, after, answered, cpu_seconds),
+        "client_cpu_share": (after["wrk_cpu"] - before["wrk_cpu"]) / cpu_seconds,
+    }
+
+
+def cpu_per_request(before: dict, after: dict, requests: float, cpu_seconds: float) -> dict:
+    """The server's CPU per request: its event loop, everything outside the model (every Python
+    thread but the inference thread), and the whole process (the model's threads included)."""
+
+    def per_request(key: str) -> float:
+        return 1000 * (after[key] - before[key]) / requests if requests else float("nan")
+
+    return {
+        "loop_cpu_share": (after["loop_cpu"] - before["loop_cpu"]) / cpu_seconds,
+        "loop_cpu_ms_per_request": per_request("loop_cpu"),
+        "outside_model_cpu_ms_per_request": per_request("outside_cpu"),
+        "server_cpu_ms_per_request": per_request("server_cpu"),
+    }
 
 
 async def load(
@@ -173,10 +252,8 @@ async def load(
         "p99_ms": float(np.percentile(lat, 99)),
         "error_samples": errors[:3],
         **batching_delta(before, after, elapsed),
-        "loop_cpu_share": (after["loop_cpu"] - before["loop_cpu"]) / cpu_seconds,
+        **cpu_per_request(before, after, len(lat), cpu_seconds),
         "client_cpu_share": (after["own_cpu"] - before["own_cpu"]) / cpu_seconds,
-        "loop_cpu_ms_per_request": 1000 * (after["loop_cpu"] - before["loop_cpu"]) / len(lat),
-        "server_cpu_ms_per_request": 1000 * (after["server_cpu"] - before["server_cpu"]) / len(lat),
     }
 
 
@@ -185,9 +262,11 @@ def batching_stats(port: int) -> dict:
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = {}
+    values = {"answered": 0.0}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
+        if name.startswith("http_requests_total{") and 'route="/predict"' in name:
+            values["answered"] += float(value)
         if name in (
             "inference_batch_size_count",
             "inference_batch_size_sum",
@@ -228,6 +307,40 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a whole process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_PYTHON_THREADS: dict[int, dict[int, str]] = {}
+
+
+def python_threads(pid: int) -> dict[int, str]:
+    """The server's Python threads, OS thread id -> name (py-spy, once per server): the event
+    loop (MainThread), the inference thread, thread-pool workers. The runtime's own compute
+    threads are not Python threads."""
+    if pid not in _PYTHON_THREADS:
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(pid)]
+            + ["--json", "--nonblocking"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        _PYTHON_THREADS[pid] = {t["os_thread_id"]: t["thread_name"] for t in json.loads(out.stdout)}
+    return _PYTHON_THREADS[pid]
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:  # a pool thread that ended
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def outside_model_cpu_s(pid: int) -> float:
+    """CPU seconds of every Python thread but the inference thread (which runs the model)."""
+    return sum(
+        thread_cpu_s(pid, tid) for tid, name in python_threads(pid).items() if name != "inference"
+    )
 
 
 def main_thread_cpu_s(pid: int) -> float:

@@ -13,12 +13,12 @@ limits as ``/predict``.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
 from app.api.inference import Classified, EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body
+from app.api.responses import json_answer
 from app.model import ServedModel
 
 router = APIRouter(prefix="/v2", tags=["inference"])
@@ -303,7 +304,7 @@ def _response(request: InferRequest, result: Classified) -> Response:
         if output_name == "probabilities":
             entry = {"name": output_name, "datatype": "FP32", "shape": list(probs.shape)}
             blob = probs.astype("<f4").tobytes()
-            value = probs.ravel().tolist()
+            value = probs.ravel()
         else:
             entry = {"name": output_name, "datatype": "BYTES", "shape": [len(labels)]}
             blob = b"".join(struct.pack("<I", len(x.encode())) + x.encode() for x in labels)
@@ -318,8 +319,8 @@ def _response(request: InferRequest, result: Classified) -> Response:
     if request.id is not None:
         body["id"] = request.id
     if not tail:
-        return JSONResponse(body)
-    encoded = json.dumps(body).encode()
+        return json_answer(body)
+    encoded = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(
         encoded + b"".join(tail),
         media_type="application/octet-stream",

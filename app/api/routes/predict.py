@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData, UploadFile
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.inference import Classified, EncodedImage, InferenceCore
-from app.api.multipart import MultiPartException, read_form
+from app.api.multipart import MultiPartException, Part, parse_multipart, parts_of_form
+from app.api.responses import json_answer
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.config import Settings
 from app.errors import APIError
@@ -107,16 +107,6 @@ UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
 UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"] = RAW_BODY_SCHEMA
 
 
-async def _read_upload(upload: UploadFile, core: InferenceCore) -> EncodedImage:
-    """A form part's bytes (at most one byte over the limit is read, which ``classify``
-    refuses); a text, PDF, audio or video part is refused by its declared type."""
-    name = upload.filename or "upload"
-    content_type = (upload.content_type or "").lower()
-    if content_type.startswith(NON_IMAGE_TYPES):
-        raise APIError(415, "unsupported_media_type", f"{name}: {content_type} is not an image")
-    return EncodedImage(await upload.read(core.settings.max_upload_bytes + 1), name)
-
-
 def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None) -> dict:
     """One image's result, shaped as ``ImagePrediction``."""
     scores = probs.tolist()
@@ -137,7 +127,7 @@ def _describe(probs: np.ndarray, names: list[str], k: int, filename: str | None)
     summary="Classify one image (field 'file', or the raw body) or several (field 'files')",
     openapi_extra=UPLOAD_BODY,
 )
-async def predict(request: Request) -> JSONResponse:
+async def predict(request: Request) -> Response:
     # The body is built as plain JSON (the shapes of PredictResponse / BatchPredictResponse, which
     # document it and which the tests validate it against): FastAPI then skips re-validating
     # every response, which is a good part of the per-request cost under load.
@@ -146,24 +136,27 @@ async def predict(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(RAW_IMAGE_TYPES):
         return await _predict_raw(request, top_k, core)
+    limit = core.settings.max_upload_bytes
     try:
         if content_type.startswith("multipart/form-data"):
-            form = await read_form(request)
+            # the body-size cap bounds the body while it streams in
+            parts = await parse_multipart(request.headers, await request.body(), limit)
         else:  # not a form of files: answered below with missing_file
             form = await request.form()
-    except APIError:  # e.g. the body-size cap, hit while the body streams in
-        raise
+            try:
+                parts = await parts_of_form(form, limit)
+            finally:
+                await form.close()
     except MultiPartException as exc:  # a malformed multipart body
         raise APIError(400, "invalid_multipart", exc.message) from None
     except StarletteHTTPException as exc:  # Starlette's own form parser, same cause
+        if isinstance(exc, APIError):  # e.g. the body-size cap, hit while the body streams in
+            raise
         raise APIError(400, "invalid_multipart", str(exc.detail)) from None
-    try:
-        return await _predict_form(form, top_k, core)
-    finally:
-        await form.close()
+    return await _predict_form(parts, top_k, core)
 
 
-async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore) -> JSONResponse:
+async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore) -> Response:
     """The request body is the image itself (``curl --data-binary @x.jpg -H 'Content-Type:
     image/jpeg'``): one result, with the same limits and errors as a multipart upload."""
     limit = core.settings.max_upload_bytes
@@ -176,19 +169,27 @@ async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore)
     return _answer(result, [None], top_k, core.settings, single=True)
 
 
-async def _predict_form(form: FormData, top_k: int | None, core: InferenceCore) -> JSONResponse:
-    file = form.get("file")
-    if file is not None and not isinstance(file, UploadFile):
+async def _predict_form(parts: list[Part], top_k: int | None, core: InferenceCore) -> Response:
+    named_file = [p for p in parts if p.name == "file"]
+    file = named_file[-1] if named_file else None  # as Starlette's FormData.get: the last
+    if file is not None and not file.is_file:
         raise APIError(422, "invalid_file", "field 'file' must be a file upload, not text")
     # Text in 'files' cannot be an image; Swagger UI sends placeholder text for an unused array.
-    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    files = [p for p in parts if p.name == "files" and p.is_file]
     uploads = ([file] if file is not None else []) + files
     if not uploads:
         raise APIError(
             422, "missing_file", "send an image in the multipart field 'file' or 'files'"
         )
     core.check_count(len(uploads))
-    result = await core.classify([await _read_upload(u, core) for u in uploads])
+    images = []
+    for upload in uploads:
+        name = upload.filename or "upload"
+        content_type = upload.content_type.lower()
+        if content_type.startswith(NON_IMAGE_TYPES):
+            raise APIError(415, "unsupported_media_type", f"{name}: {content_type} is not an image")
+        images.append(EncodedImage(upload.data, name))
+    result = await core.classify(images)
     filenames = [u.filename for u in uploads]
     single = file is not None and len(uploads) == 1
     return _answer(result, filenames, top_k, core.settings, single)
@@ -200,7 +201,7 @@ def _answer(
     top_k: int | None,
     settings: Settings,
     single: bool,
-) -> JSONResponse:
+) -> Response:
     model = result.model
     k = min(top_k or settings.default_top_k, len(model.class_names))
     results = [
@@ -209,5 +210,5 @@ def _answer(
     ]
     ref = {"name": model.name, "version": model.version}
     if single:
-        return JSONResponse({**results[0], "model": ref})
-    return JSONResponse({"model": ref, "results": results})
+        return json_answer({**results[0], "model": ref})
+    return json_answer({"model": ref, "results": results})

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
 from app.api.inference import EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body, pixels_schema
+from app.api.responses import json_answer
 from app.config import Settings
 from app.model import ServedModel
 
@@ -177,7 +178,7 @@ async def predict(request: Request, name: str, version: str | None = None) -> Re
         raise InvalidInputError("'inputs' must be a list of instances (or {'image': [...]})")
     core.check_count(len(items))
     result = await core.classify([_instance(_unwrap(x), i, core) for i, x in enumerate(items)])
-    return JSONResponse({"predictions" if rows else "outputs": result.probabilities.tolist()})
+    return json_answer({"predictions" if rows else "outputs": result.probabilities})
 
 
 def _unwrap(value):
