@@ -108,6 +108,17 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return await _http_error(request, error)
 
 
+async def error_response_for(request: Request, exc: Exception) -> JSONResponse | None:
+    """The answer the installed handlers give for ``exc``, or ``None`` for an exception no
+    handler maps (for code that calls an endpoint without the framework's handlers)."""
+    if isinstance(exc, StarletteHTTPException):
+        return await _http_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _validation_error(request, exc)
+    error = api_error_for(exc)
+    return None if error is None else await _http_error(request, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app.api.direct import DirectRoutes
 from app.api.main import routers
 from app.api.openapi import complete as complete_openapi
 from app.auth import APIKeys, add_security_to_openapi, parse_keys
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
+    app.add_middleware(DirectRoutes, routers=routers, paths=[("POST", "/predict")])
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status

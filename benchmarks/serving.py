@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -161,9 +162,9 @@ def wrk_load(
     the prepared requests back to back; the server's figures are taken in steady state, between
     two snapshots ``warmup`` s after the start and ``seconds`` later, and wrk's latency
     percentiles and errors cover its whole run."""
-    total = warmup + seconds + 0.5
+    total = math.ceil(warmup + seconds + 0.5)  # wrk takes whole seconds
     wrk = subprocess.Popen(
-        ["wrk", "-t1", f"-c{clients}", f"-d{total:.1f}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
+        ["wrk", "-t1", f"-c{clients}", f"-d{total}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
         + [f"http://127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         text=True,
@@ -176,7 +177,10 @@ def wrk_load(
     after = asyncio.run(snapshot(port, server_pid))
     after["wrk_cpu"] = process_cpu_s(wrk.pid)
     out, _ = wrk.communicate(timeout=60)
-    summary = json.loads(out.strip().splitlines()[-1])
+    lines = [line for line in out.splitlines() if line.startswith('{"requests"')]
+    if not lines:
+        raise RuntimeError(f"wrk gave no summary:\n{out}")
+    summary = json.loads(lines[-1])
     elapsed = after["time"] - before["time"]
     answered = after["answered"] - before["answered"]
     cpu_seconds = elapsed * (os.cpu_count() or 1)

@@ -132,7 +132,9 @@ async def predict(request: Request) -> Response:
     # document it and which the tests validate it against): FastAPI then skips re-validating
     # every response, which is a good part of the per-request cost under load.
     core = InferenceCore.for_request(request)
-    top_k = parse_top_k(request.query_params.get("top_k"))
+    top_k = (
+        parse_top_k(request.query_params.get("top_k")) if request.scope["query_string"] else None
+    )
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(RAW_IMAGE_TYPES):
         return await _predict_raw(request, top_k, core)
