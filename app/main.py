@@ -38,6 +38,15 @@ from app.safety_net import SafetyNetMiddleware
 
 log = logging.getLogger("app")
 
+# The inference endpoints, called past FastAPI's routing layers (app.api.direct)
+DIRECT_PATHS = [
+    ("POST", "/predict"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
+    ("POST", "/v1/models/{name}:predict"),
+    ("POST", "/v1/models/{name}/versions/{version}:predict"),
+]
+
 DESCRIPTION = """
 Classifies an image into one of the 10 CIFAR-10 classes with a ResNet50.
 
@@ -142,7 +151,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
-    app.add_middleware(DirectRoutes, routers=routers, paths=[("POST", "/predict")])
+    app.add_middleware(DirectRoutes, routers=routers, paths=DIRECT_PATHS)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
