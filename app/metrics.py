@@ -15,6 +15,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
 
@@ -91,6 +92,17 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up once
+
+    def _children(self, path: str, method: str, status: int) -> tuple:
+        key = (path, method, status)
+        children = self._series.get(key)
+        if children is None:
+            children = self._series[key] = (
+                self.metrics.requests.labels(path, method, str(status)),
+                self.metrics.latency.labels(path, method),
+            )
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,5 +125,8 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(path, method, str(status)).inc()
-            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
+            if method not in KNOWN_METHODS:  # a client's made-up method is not a new series
+                method = "other"
+            count, latency = self._children(path, method, status)
+            count.inc()
+            latency.observe(time.perf_counter() - start)
