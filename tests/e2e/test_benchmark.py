@@ -6,6 +6,7 @@ counts, bounds, which measurement belongs to which variant, and that independent
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ def test_serving_benchmark_compares_runtimes_and_reports_every_target(tiny_model
         [sys.executable, "benchmarks/serving.py", "--model-dir", str(tiny_model_root)]
         + ["--variants", "tensorflow:f32,openvino:f32", "--images", "8"]
         + ["--batch-sizes", "1,4", "--rounds", "2", "--seconds", "0.6", "--bare-seconds", "0.2"]
-        + ["--profile", str(tmp_path / "profile"), "--json", str(out)],
+        + ["--profile", str(tmp_path / "profile"), "--json", str(out), "--wide", "8:4"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,6 +35,9 @@ def test_serving_benchmark_compares_runtimes_and_reports_every_target(tiny_model
     assert set(result["summary"]) == set(result["sweeps"]) == set(result["rounds"]) == variants
     assert result["checks"]["zero errors"] is True
     assert "bare openvino:f32 >= 1.15x tensorflow:f32" in result["checks"]
+    assert "openvino:f32: server CPU outside the model <= 0.25 ms/request" in result["checks"]
+    assert "openvino:f32: 1-client p50 <= bare batch 1 + 1.0 ms" in result["checks"]
+    assert result["load"].startswith("wrk" if shutil.which("wrk") else "python")
     assert "avx2" in result["machine"]["flags"] or result["machine"]["flags"] == []
     cap = result["batch_cap"]
     for variant in variants:
@@ -47,8 +51,17 @@ def test_serving_benchmark_compares_runtimes_and_reports_every_target(tiny_model
             assert 1 <= many["mean_batch"] <= cap
             assert many["model_calls"] <= many["requests"] + 32  # a call serves >= 1 request
             assert 0 < many["model_busy_share"] <= 1.05  # calls that straddle the window's edges
-            # the whole server process spends at least what its event-loop thread does
-            assert many["server_cpu_ms_per_request"] >= many["loop_cpu_ms_per_request"] > 0
+            # the whole server process spends at least what its Python threads do, and they at
+            # least what the event loop does
+            assert many["server_cpu_ms_per_request"] >= many["outside_model_cpu_ms_per_request"]
+            assert many["outside_model_cpu_ms_per_request"] >= many["loop_cpu_ms_per_request"] > 0
+            wide = r["server_wide"]
+            assert wide["clients"] == 8 and wide["requests"] > 0 and wide["errors"] == 0
+            assert 1 <= wide["mean_batch"] <= 4
+            assert r["wide_ratio"] == pytest.approx(
+                wide["throughput"] / r["bare_best"]["throughput"]
+            )
+            assert r["bare_mean"]["batch"] == max(1, round(many["mean_batch"]))
             # answers counted by the clients vs images counted by the server, two sources
             f = r["factors"]
             product = f["batching"] * f["sharing"] * f["busy"]
