@@ -128,9 +128,8 @@ async def one_client(
 async def snapshot(port: int, server_pid: int) -> dict:
     """What the server and this process have done so far: /metrics, event-loop and own CPU."""
     stats = await asyncio.to_thread(batching_stats, port)  # the clients keep running meanwhile
-    stats["loop_cpu"] = main_thread_cpu_s(server_pid)
+    stats["loop_cpu"], stats["outside_cpu"] = python_thread_cpu_s(server_pid)
     stats["server_cpu"] = process_cpu_s(server_pid)
-    stats["outside_cpu"] = outside_model_cpu_s(server_pid)
     stats["own_cpu"] = time.process_time()
     stats["time"] = time.perf_counter()
     return stats
@@ -349,11 +348,12 @@ def thread_cpu_s(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def outside_model_cpu_s(pid: int) -> float:
-    """CPU seconds of every Python thread but the inference thread (which runs the model)."""
-    return sum(
-        thread_cpu_s(pid, tid) for tid, name in python_threads(pid).items() if name != "inference"
-    )
+def python_thread_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds of the event loop (the main thread) and of every Python thread but the
+    inference thread (which runs the model), from one reading of each thread."""
+    cpu = {tid: thread_cpu_s(pid, tid) for tid in python_threads(pid)}
+    outside = sum(t for tid, t in cpu.items() if python_threads(pid)[tid] != "inference")
+    return cpu[pid], outside
 
 
 def main_thread_cpu_s(pid: int) -> float:
@@ -667,6 +667,7 @@ def main() -> int:
                 if key in v:
                     url = f"http://127.0.0.1:{v[port_key]}/health/ready"
                     wait_until_ready(v[key], http_ready(url))
+                    python_threads(v[key].pid)  # read once, before any measurement
             v["requests"] = [build_request(v["port"], p) for p in payloads]
             if args.wide:
                 v["wide_requests"] = [build_request(v["wide_port"], p) for p in payloads]
