@@ -1,0 +1,134 @@
+"""Accuracy on the official test set as users upload it: every test image re-encoded in the
+forms people send (JPEG at two qualities, WebP, grayscale, a phone-style EXIF-rotated JPEG, an
+upscaled PNG, RGBA), decoded by the server's own image code (``app.images``: EXIF orientation,
+mode conversion, Lanczos resize) and classified by the served model.
+
+    python benchmarks/upload_forms.py --model models/cifar10-resnet50/2 \\
+        --data /tmp/cifar10/cifar-10-batches-py [--runtime openvino --precision bf16] \\
+        [--limit N] [--write-card] [--json FILE]
+
+Reported per form: accuracy, its drop against the clean PNGs, and the share of images whose
+top-1 answer changed. ``--write-card`` records the table in the version's model card
+(``upload_forms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.cpu import cpu_report  # noqa: E402
+from app.images import decode_opened, open_upload  # noqa: E402
+from app.model import load_served_model  # noqa: E402
+from training.data import load_cifar10  # noqa: E402
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _save(img: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def exif_rotated_jpeg(img: Image.Image) -> bytes:
+    """As a phone stores a portrait photo: the pixels rotated a quarter turn, and EXIF
+    orientation 6 telling viewers to turn them back (JPEG quality 90)."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    return _save(img.rotate(90, expand=True), "JPEG", quality=90, exif=exif.tobytes())
+
+
+FORMS: dict[str, Callable[[Image.Image], bytes]] = {
+    "png": lambda img: _save(img, "PNG"),
+    "jpeg_q75": lambda img: _save(img, "JPEG", quality=75),
+    "jpeg_q50": lambda img: _save(img, "JPEG", quality=50),
+    "webp_q80": lambda img: _save(img, "WEBP", quality=80),
+    "grayscale_png": lambda img: _save(img.convert("L"), "PNG"),
+    "exif_rotated_jpeg": exif_rotated_jpeg,
+    "upscaled_8x_png": lambda img: _save(
+        img.resize((img.width * 8, img.height * 8), Image.Resampling.BICUBIC), "PNG"
+    ),
+    "rgba_png": lambda img: _save(img.convert("RGBA"), "PNG"),
+}
+
+
+def as_uploaded(images: np.ndarray, form: str, size: tuple[int, int]) -> np.ndarray:
+    """``images`` encoded in ``form``, then decoded exactly as the server decodes an upload."""
+    encode = FORMS[form]
+    out = np.empty((len(images), *size, 3), dtype=np.uint8)
+    for i, pixels in enumerate(images):
+        data = encode(Image.fromarray(pixels))
+        out[i] = decode_opened(open_upload(data, 40_000_000, form), size, form)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True, help="a version folder")
+    ap.add_argument("--data", required=True, help="CIFAR-10 (official layout)")
+    ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--limit", type=int, help="only the first N test images")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--write-card", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    test = load_cifar10(args.data).test
+    x, y = test.x[: args.limit], test.y[: args.limit]
+    model = load_served_model(args.model.parent, int(args.model.name), args.runtime, args.precision)
+    rows, clean = {}, None
+    for form in FORMS:
+        start = time.perf_counter()
+        pixels = as_uploaded(x, form, model.input_size)
+        probs = np.concatenate(
+            [model.predict(pixels[i : i + args.batch]) for i in range(0, len(pixels), args.batch)]
+        )
+        pred = probs.argmax(1)
+        clean = pred if clean is None else clean
+        rows[form] = {
+            "accuracy": float((pred == y).mean()),
+            "drop_points": round(100 * float((clean == y).mean() - (pred == y).mean()), 2),
+            "answers_changed": float((pred != clean).mean()),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        print(form, json.dumps(rows[form]), flush=True)
+    result = {
+        "test_images": len(y),
+        "runtime": model.runtime.name,
+        "precision": model.runtime.precision,
+        "hardware": cpu_report(),
+        "command": "python benchmarks/upload_forms.py " + " ".join(sys.argv[1:]),
+        "forms": rows,
+    }
+    print(f"\n{model.runtime.name} {model.runtime.precision}, {len(y)} official test images:")
+    print("\n| upload form | accuracy | drop against clean PNG, points | answers changed |")
+    print("| --- | ---: | ---: | ---: |")
+    for form, r in rows.items():
+        print(
+            f"| {form} | {r['accuracy']:.2%} | {r['drop_points']:.2f} "
+            f"| {r['answers_changed']:.2%} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.write_card:
+        card_path = args.model / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["upload_forms"] = result
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
