@@ -15,8 +15,6 @@ first; compare only within one run.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,24 +27,10 @@ sys.path.insert(0, str(ROOT / "deploy"))
 sys.path.insert(0, str(ROOT))
 
 import serving  # noqa: E402
-from local_server import free_port, http_ready, wait_until_ready  # noqa: E402
+from local_server import http_ready, wait_until_ready  # noqa: E402
 
 from app.cpu import cpu_report  # noqa: E402
 from app.model import load_served_model  # noqa: E402
-
-
-def start(tree: Path, model_dir: Path, variant: str, cap: int) -> tuple[subprocess.Popen, int]:
-    runtime, precision = variant.split(":")
-    port = free_port()
-    env = {**os.environ, "CIFAR10_LOG_LEVEL": "warning", "CIFAR10_MAX_BATCH_SIZE": str(cap)}
-    env["PYTHONPATH"] = str(tree)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--model-dir", str(model_dir), "--runtime", runtime, "--precision", precision],
-        cwd=tree,
-        env=env,
-    )
-    return server, port
 
 
 def main() -> None:
@@ -66,7 +50,9 @@ def main() -> None:
         f"{hw['cores']} cores, flags: {' '.join(hw['flags']) or 'none of interest'}"
     )
     trees = [Path(t).resolve() for t in args.trees.split(",")]
-    servers = {t: start(t, args.model_dir, args.variant, args.cap) for t in trees}
+    servers = {
+        t: serving.start_server(args.model_dir, args.variant, args.cap, tree=t) for t in trees
+    }
     try:
         for server, port in servers.values():
             wait_until_ready(server, http_ready(f"http://127.0.0.1:{port}/health/ready"))

@@ -431,17 +431,19 @@ def default_variant(model_dir: Path) -> str:
 
 
 def start_server(
-    model_dir: Path, variant: str, batch_cap: int | None = None
+    model_dir: Path, variant: str, batch_cap: int | None = None, tree: Path = ROOT
 ) -> tuple[subprocess.Popen, int]:
+    """``python -m app`` serving ``variant``, run from the source ``tree`` (this one unless
+    another checkout is compared), with the batch cap set where given."""
     runtime, precision = variant.split(":")
     port = free_port()
-    env = {**os.environ, "CIFAR10_LOG_LEVEL": "warning"}
+    env = {**os.environ, "CIFAR10_LOG_LEVEL": "warning", "PYTHONPATH": str(tree)}
     if batch_cap is not None:
         env["CIFAR10_MAX_BATCH_SIZE"] = str(batch_cap)
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
         + ["--model-dir", str(model_dir), "--runtime", runtime, "--precision", precision],
-        cwd=ROOT,
+        cwd=tree,
         env=env,
     )
     return server, port

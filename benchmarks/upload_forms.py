@@ -27,6 +27,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from model_card import record_in_card  # noqa: E402
 
 from app.cpu import cpu_report  # noqa: E402
 from app.images import decode_opened, open_upload  # noqa: E402
@@ -123,10 +126,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.write_card:
-        card_path = args.model / "model_card.json"
-        card = json.loads(card_path.read_text())
-        card["upload_forms"] = result
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        record_in_card(args.model, "upload_forms", result)
     return 0
 
 

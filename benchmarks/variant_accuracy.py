@@ -23,6 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from model_card import record_in_card  # noqa: E402
 
 from app.cpu import cpu_report, has_fast_bf16  # noqa: E402
 from app.model import load_served_model  # noqa: E402
@@ -89,10 +92,7 @@ def main() -> int:
             f"| {r['top1_agreement_with_tensorflow_f32']:.2%} |"
         )
     if args.write_card:
-        card_path = args.model / "model_card.json"
-        card = json.loads(card_path.read_text())
-        card["served_variants"] = result
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        record_in_card(args.model, "served_variants", result)
     return 0
 
 
