@@ -55,7 +55,9 @@ def not_loaded() -> APIError:
     return APIError(503, "model_not_loaded", "the model is not loaded yet", {"Retry-After": "5"})
 
 
-def served_model(request: Request, name: str | None = None, version: str | None = None):
+def served_model(
+    request: Request, name: str | None = None, version: str | None = None
+) -> ServedModel:
     """The loaded model (503 while none is), which must be the one a protocol path names."""
     model = request.app.state.model
     if model is None:
