@@ -356,12 +356,6 @@ def python_thread_cpu_s(pid: int) -> tuple[float, float]:
     return cpu[pid], outside
 
 
-def main_thread_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by a process's main thread (the server's event loop)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def gap_factors(r: dict) -> dict:
     """The 32-client ratio as a product of three measured factors (the product is the ratio up
     to the model call that straddles each edge of the window: the factors count the images the
