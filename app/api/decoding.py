@@ -27,7 +27,7 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def parse_json(body: bytes) -> object:
-    """``body`` as JSON (RFC 8259: no ``NaN``/``Infinity``, integers within 64 bits)."""
+    """``body`` as JSON (RFC 8259: no ``NaN``/``Infinity``; integers past 64 bits become floats)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
