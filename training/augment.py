@@ -1,4 +1,5 @@
-"""Host-side augmentation in a ``keras.utils.PyDataset``.
+"""Host-side augmentation in a ``keras.utils.PyDataset``: crop and flip, cutout, CutMix or
+MixUp, and the upload forms (colour jitter, grayscale, JPEG).
 
 Augmenting on the host (numpy) keeps the model graph free of random layers, which would
 disable XLA on accelerators. The order and the augmentation of every batch are a pure function
@@ -7,8 +8,12 @@ of ``(seed, epoch, batch index)``, so a resumed run sees exactly the batches it 
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+
 import numpy as np
 from keras.utils import PyDataset
+from PIL import Image
 
 from training.data import NUM_CLASSES
 
@@ -60,6 +65,78 @@ def mixup(
     return np.round(blended).astype(np.uint8), lam * targets + (1 - lam) * targets[perm]
 
 
+def cutout(images: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Zero a ``size`` x ``size`` square (clipped at the border) centred anywhere in each
+    image (DeVries & Taylor 2017); labels are unchanged."""
+    n, h, w, _ = images.shape
+    out = images.copy()
+    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    for i in range(n):
+        y0, x0 = max(cy[i] - size // 2, 0), max(cx[i] - size // 2, 0)
+        out[i, y0 : cy[i] - size // 2 + size, x0 : cx[i] - size // 2 + size] = 0
+    return out
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Scale brightness, contrast and saturation, each by a factor in ``[1-s, 1+s]``, in a
+    random order, as cameras and editors shift them."""
+    x = image.astype(np.float32)
+    for op in rng.permutation(3):
+        factor = rng.uniform(1 - strength, 1 + strength)
+        if op == 0:
+            x = x * factor
+        elif op == 1:
+            x = (x - x.mean()) * factor + x.mean()
+        else:
+            gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            x = (x - gray[..., None]) * factor + gray[..., None]
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """Gray with equal channels, by Pillow's own conversion (ITU-R 601-2 luma), as a gray
+    upload reaches the model after the server's ``convert("RGB")``."""
+    return np.asarray(Image.fromarray(image).convert("L").convert("RGB"))
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG at ``quality`` and decode again, with Pillow, as a JPEG upload is."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class UploadAugmentation:
+    """The ways a user's upload differs from a CIFAR image: colour shifts (``color_jitter``
+    strength), gray photos (``grayscale_prob``) and JPEG compression (``jpeg_prob`` at a
+    quality drawn from ``jpeg_quality``). Applied last, after crop, flip and mixing, as an
+    upload is encoded after the picture is taken; the labels are unchanged."""
+
+    color_jitter: float = 0.0
+    grayscale_prob: float = 0.0
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.color_jitter or self.grayscale_prob or self.jpeg_prob)
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = images.copy()
+        low, high = self.jpeg_quality
+        for i in range(len(out)):
+            if self.color_jitter:
+                out[i] = color_jitter(out[i], rng, self.color_jitter)
+            if rng.random() < self.grayscale_prob:
+                out[i] = grayscale(out[i])
+            if rng.random() < self.jpeg_prob:
+                out[i] = jpeg_roundtrip(out[i], rng.integers(low, high + 1))
+        return out
+
+
 class AugmentedBatches(PyDataset):
     """Shuffled, augmented training batches with one-hot (possibly mixed) targets.
 
@@ -77,6 +154,8 @@ class AugmentedBatches(PyDataset):
         flip: bool = True,
         mix: str = "none",
         mix_prob: float = 0.5,
+        cutout: int = 0,
+        upload: UploadAugmentation | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -87,6 +166,7 @@ class AugmentedBatches(PyDataset):
         self.x, self.targets = x, one_hot(y)
         self.batch_size, self.seed = batch_size, seed
         self.pad, self.flip, self.mix, self.mix_prob = pad, flip, mix, mix_prob
+        self.cutout, self.upload = cutout, upload or UploadAugmentation()
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -101,6 +181,10 @@ class AugmentedBatches(PyDataset):
         idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         images = random_crop_flip(self.x[idx], rng, self.pad, self.flip)
         targets = self.targets[idx]
+        if self.cutout:
+            images = cutout(images, rng, self.cutout)
         if self.mix != "none" and rng.random() < self.mix_prob:
             images, targets = (cutmix if self.mix == "cutmix" else mixup)(images, targets, rng)
+        if self.upload.active:
+            images = self.upload(images, rng)
         return images, targets

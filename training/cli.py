@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+import typing
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
-from training.config import ConfigError, TrainConfig, load_config_file, parse_size_schedule
+from training.config import ConfigError, TrainConfig, load_config_file
 from training.data import DataError
 from training.select import DEFAULT_TOLERANCE_PT
 
@@ -26,98 +29,67 @@ DEFAULT_DATA_HELP = (
 )
 
 
+GROUPS = ("data", "model", "optimisation", "augmentation", "run")
+
+
+def _flag_type(f: Field, hint: Any) -> Callable[[str], Any]:
+    """How a ``TrainConfig`` field's flag text becomes its value: the field's own parser, or
+    the type its annotation names (``int | None`` is ``int``)."""
+    if f.metadata.get("parse"):
+        return f.metadata["parse"]
+    kinds = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)]
+    return kinds[0]
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field (``ema_momentum`` → ``--ema-momentum``), in the
+    field's group, with its help, choices and default; booleans get ``--no-...`` too.
+
+    Every flag defaults to ``None`` ("not given"), so a config file's value survives it.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
+        group = groups[f.metadata["group"]]
+        if bool in (typing.get_args(hints[f.name]) or (hints[f.name],)):
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        group.add_argument(
+            flag,
+            type=_flag_type(f, hints[f.name]),
+            choices=f.metadata.get("choices"),
+            help=help_text,
+        )
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a model into a run directory",
         description="Train ResNet50 on CIFAR-10; checkpoints every epoch.",
     )
-    d = TrainConfig()
     p.add_argument("--config", help="JSON file with any of the options below (flags win)")
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue the checkpoint in --run-dir (its saved configuration is used)",
     )
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help=f"{DEFAULT_DATA_HELP} (default: {d.data})")
-    g.add_argument(
-        "--val-fraction", type=float, help=f"validation share of training set ({d.val_fraction})"
-    )
-    g.add_argument("--limit-train", type=int, help="use only the first N training images (debug)")
-    g = p.add_argument_group("model")
-    g.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 path (none)")
-    g.add_argument(
-        "--internal-size", type=int, help=f"resize inside the model to N px ({d.internal_size})"
-    )
-    g.add_argument(
-        "--size-schedule",
-        type=parse_size_schedule,
-        help="progressive resizing, epoch:size pairs, e.g. 0:32,6:48,12:64",
-    )
-    g.add_argument("--dropout", type=float, help=f"head dropout ({d.dropout})")
-    g.add_argument(
-        "--zero-init-residual",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random init: start each residual block's last BN scale at 0 (on)",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"total epochs ({d.epochs})")
-    g.add_argument(
-        "--head-epochs",
-        type=int,
-        help=f"frozen-backbone epochs with pretrained weights ({d.head_epochs})",
-    )
-    g.add_argument(
-        "--finetune-stages", type=int, help="unfreeze only the top N ResNet stages (default all)"
-    )
-    g.add_argument("--batch-size", type=int, help=f"({d.batch_size})")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"({d.optimizer})")
-    g.add_argument("--learning-rate", type=float, help=f"peak learning rate ({d.learning_rate})")
-    g.add_argument("--finetune-learning-rate", type=float, help=f"({d.finetune_learning_rate})")
-    g.add_argument(
-        "--warmup-epochs", type=float, help=f"linear warm-up, then cosine to 0 ({d.warmup_epochs})"
-    )
-    g.add_argument(
-        "--weight-decay", type=float, help=f"decoupled, times the learning rate ({d.weight_decay})"
-    )
-    g.add_argument("--label-smoothing", type=float, help=f"({d.label_smoothing})")
-    g.add_argument("--mix", choices=["none", "cutmix", "mixup"], help=f"batch mixing ({d.mix})")
-    g.add_argument("--mix-prob", type=float, help=f"share of batches mixed ({d.mix_prob})")
-    g = p.add_argument_group("run")
-    g.add_argument("--run-dir", help=f"outputs and checkpoints ({d.run_dir})")
-    g.add_argument("--seed", type=int, help=f"({d.seed})")
-    g.add_argument(
-        "--precision",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
-        help=f"({d.precision}); mixed_bfloat16 is ~2x faster on CPUs with AVX-512 BF16",
-    )
-    g.add_argument(
-        "--time-budget-min",
-        type=float,
-        help="stop cleanly after N minutes, keeping the best weights",
-    )
-    g.add_argument(
+    p.add_argument(
+        "--session-min",
         "--segment-min",
+        dest="session_min",
         type=float,
-        help="end this start or resume cleanly at the last epoch boundary expected within N "
-        "minutes (a job's time limit); continue later with --resume",
+        help="end this session (one start or resume of the process) cleanly at the last "
+        "epoch boundary expected within N minutes (a job's time limit); continue later with "
+        "--resume",
     )
-    g.add_argument(
-        "--workers",
-        type=int,
-        help=f"threads preparing augmented batches ({d.workers})",
-    )
-    g.add_argument(
-        "--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line per epoch (2)"
-    )
-    g.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="XLA compilation (default: on for JAX, off for TensorFlow)",
-    )
+    add_config_flags(p)
 
 
 def _eval_parser(sub) -> None:
@@ -225,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     cfg = resolve_train_config(args)
-    result = train(cfg, resume=args.resume, segment_min=args.segment_min)
+    result = train(cfg, resume=args.resume, session_min=args.session_min)
     print(
         json.dumps(
             {

@@ -1,5 +1,9 @@
 """The training configuration: one dataclass, filled from defaults, a JSON file, then flags.
 
+Each field is written once, here: its default, its help text, its flag group and, where the
+values are a closed set, its choices. ``cli.py`` derives the ``train`` flags from these fields
+and ``validate`` checks the choices, so a new option needs no second declaration.
+
 The resolved configuration is written beside every run's outputs (``config.json``) and into
 the model card, so any result can be reproduced with ``train --config RUN/config.json``.
 """
@@ -7,45 +11,156 @@ the model card, so any result can be reproduced with ``train --config RUN/config
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
+def parse_size_schedule(value: str | dict) -> dict[int, int]:
+    """``"0:32,6:48,12:64"`` (or a dict) → ``{0: 32, 6: 48, 12: 64}`` (epoch → internal size)."""
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = [part.split(":", 1) for part in value.split(",") if part.strip()]
+    try:
+        return {int(k): int(v) for k, v in items}
+    except ValueError:
+        raise ConfigError(
+            f"size schedule must look like '0:32,6:48,12:64', got {value!r}"
+        ) from None
+
+
+def option(
+    default: Any,
+    help: str,
+    group: str,
+    choices: tuple | None = None,
+    parse: Callable[[str], Any] | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A ``TrainConfig`` field that is also a ``train`` flag in ``group``.
+
+    ``parse`` turns the flag's text into the value (by default the field's type does);
+    ``factory`` gives a mutable default.
+    """
+    meta = {"help": help, "group": group, "choices": choices, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; written beside it as ``config.json``."""
 
-    data: str = "download"  # CIFAR-10 folder, the official .tar.gz, or "download"
-    run_dir: str = "runs/latest"  # outputs and checkpoints
-    weights: str = "none"  # backbone init: "none" (random), "imagenet", or a local .h5 path
-    internal_size: int = 64  # px the 32x32 input is resized to inside the model (when served)
-    size_schedule: dict[int, int] = field(default_factory=dict)  # epoch (0-based) -> px
-    dropout: float = 0.2  # dropout rate before the 10-way head
-    zero_init_residual: bool = True  # random init: each block's last BN scale starts at 0
-    epochs: int = 30  # total epochs, all phases; the cosine schedule spans them
-    head_epochs: int = 3  # pretrained weights: epochs with the backbone frozen
-    finetune_stages: int | None = None  # pretrained: unfreeze the top N stages (None: all)
-    batch_size: int = 64  # images per training step
-    optimizer: str = "sgd"  # "sgd" (Nesterov, momentum 0.9) or "adamw"
-    learning_rate: float = 0.1  # peak learning rate, after the warm-up
-    finetune_learning_rate: float = 0.01  # peak learning rate of the fine-tuning phase
-    warmup_epochs: float = 1.0  # epochs of linear warm-up (fractions allowed)
-    weight_decay: float = 5e-3  # decoupled, multiplied by the learning rate (Keras 3)
-    label_smoothing: float = 0.1  # share of the target spread over all classes
-    mix: str = "none"  # batch mixing: "none", "cutmix" or "mixup"
-    mix_prob: float = 0.5  # share of batches that are mixed
-    val_fraction: float = 0.1  # share of the training set held out for validation
-    seed: int = 0  # weights init, data order, augmentation, validation split
-    precision: str = "float32"  # Keras dtype policy: float32, mixed_bfloat16, mixed_float16
-    jit_compile: bool | None = None  # XLA; None: on for JAX, off for TensorFlow
-    time_budget_min: float | None = None  # stop cleanly after N minutes of the whole run
-    workers: int = 1  # threads preparing augmented batches (results do not depend on it)
-    limit_train: int | None = None  # debug: only the first N training (and validation) images
-    verbose: int = 2  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
+    data: str = option(
+        "download",
+        "CIFAR-10: a cifar-10-batches-py directory (or its parent), the official "
+        "cifar-10-python.tar.gz, or 'download' (Keras download, needs internet)",
+        "data",
+    )
+    val_fraction: float = option(0.1, "share of the training set held out for validation", "data")
+    limit_train: int | None = option(
+        None, "debug: only the first N training (and validation) images", "data"
+    )
+    weights: str = option(
+        "none", "backbone init: none (random), imagenet, or a local .h5 path", "model"
+    )
+    stem: str = option(
+        "imagenet",
+        "imagenet: ResNet50's 7x7 stride-2 convolution and max-pool (needed for imagenet "
+        "weights); cifar: a 3x3 stride-1 convolution and one stride-2 max-pool, for 32 px",
+        "model",
+        choices=("imagenet", "cifar"),
+    )
+    internal_size: int = option(
+        64, "px the 32x32 input is resized to inside the model (when served)", "model"
+    )
+    size_schedule: dict[int, int] = option(
+        None,
+        "progressive resizing, epoch (0-based):px pairs, e.g. 0:32,6:48,12:64",
+        "model",
+        parse=parse_size_schedule,
+        factory=dict,
+    )
+    dropout: float = option(0.2, "dropout rate before the 10-way head", "model")
+    zero_init_residual: bool = option(
+        True, "random init: each residual block's last BatchNorm scale starts at 0", "model"
+    )
+    epochs: int = option(
+        30, "total epochs, all phases; the learning-rate schedule spans them", "optimisation"
+    )
+    head_epochs: int = option(
+        3, "pretrained weights: epochs with the backbone frozen", "optimisation"
+    )
+    finetune_stages: int | None = option(
+        None, "pretrained weights: unfreeze only the top N stages (default: all)", "optimisation"
+    )
+    batch_size: int = option(64, "images per training step", "optimisation")
+    optimizer: str = option(
+        "sgd", "sgd (Nesterov, momentum 0.9) or adamw", "optimisation", choices=("sgd", "adamw")
+    )
+    learning_rate: float = option(0.1, "peak learning rate, after the warm-up", "optimisation")
+    finetune_learning_rate: float = option(
+        0.01, "peak learning rate of the fine-tuning phase", "optimisation"
+    )
+    warmup_epochs: float = option(
+        1.0, "epochs of linear warm-up, then cosine to 0 (fractions allowed)", "optimisation"
+    )
+    weight_decay: float = option(
+        5e-3, "decoupled weight decay, multiplied by the learning rate (Keras 3)", "optimisation"
+    )
+    label_smoothing: float = option(
+        0.1, "share of the target spread over all classes", "optimisation"
+    )
+    ema_momentum: float = option(
+        0.0,
+        "weight averaging: keep an exponential moving average of the weights with this "
+        "momentum per step (e.g. 0.999; 0: off); it is validated, kept as best and exported",
+        "optimisation",
+    )
+    mix: str = option("none", "batch mixing", "augmentation", choices=("none", "cutmix", "mixup"))
+    mix_prob: float = option(0.5, "share of batches that are mixed", "augmentation")
+    cutout: int = option(
+        0, "side in px of a square zeroed at random in each image (0: off)", "augmentation"
+    )
+    color_jitter: float = option(
+        0.0,
+        "brightness, contrast and saturation each scaled by a factor in [1-s, 1+s] (0: off)",
+        "augmentation",
+    )
+    grayscale_prob: float = option(
+        0.0, "share of images made gray (equal channels), as grayscale uploads", "augmentation"
+    )
+    jpeg_prob: float = option(
+        0.0, "share of images JPEG-encoded and decoded again, as JPEG uploads", "augmentation"
+    )
+    jpeg_quality: str = option(
+        "30:95", "range of the JPEG quality, MIN:MAX, drawn uniformly", "augmentation"
+    )
+    run_dir: str = option("runs/latest", "outputs and checkpoints", "run")
+    seed: int = option(0, "weights init, data order, augmentation, validation split", "run")
+    precision: str = option(
+        "float32",
+        "Keras dtype policy; mixed_bfloat16 is ~2x faster on CPUs with AVX-512 BF16",
+        "run",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+    )
+    jit_compile: bool | None = option(None, "XLA (default: on for JAX, off for TensorFlow)", "run")
+    time_budget_min: float | None = option(
+        None, "stop cleanly after N minutes of the whole run, keeping the best weights", "run"
+    )
+    workers: int = option(
+        1, "threads preparing augmented batches (results do not depend on it)", "run"
+    )
+    verbose: int = option(
+        2, "Keras progress: 0 silent, 1 bar, 2 one line per epoch", "run", choices=(0, 1, 2)
+    )
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -56,23 +171,44 @@ class TrainConfig:
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (0 <= self.ema_momentum < 1, "ema_momentum must be in [0, 1)"),
+            (0 <= self.cutout <= 32, "cutout must be in [0, 32]"),
+            (0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)"),
+            (0 <= self.grayscale_prob <= 1, "grayscale_prob must be in [0, 1]"),
+            (0 <= self.jpeg_prob <= 1, "jpeg_prob must be in [0, 1]"),
             (self.internal_size >= 32, "internal_size must be at least 32"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
-            (self.mix in ("none", "cutmix", "mixup"), "mix must be none, cutmix or mixup"),
-            (
-                self.precision in ("float32", "mixed_bfloat16", "mixed_float16"),
-                "precision must be float32, mixed_bfloat16 or mixed_float16",
-            ),
             (all(s >= 32 for s in self.size_schedule.values()), "sizes must be at least 32"),
+            (
+                self.stem == "imagenet" or self.weights == "none",
+                "pretrained weights need the imagenet stem",
+            ),
         ]
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                names = ", ".join(str(c) for c in allowed)
+                checks.append((False, f"{f.name} must be one of {names}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.jpeg_quality_range()
         return self
 
     @property
     def pretrained(self) -> bool:
         return self.weights != "none"
+
+    def jpeg_quality_range(self) -> tuple[int, int]:
+        """``jpeg_quality`` as ``(low, high)``, both in 1..95."""
+        try:
+            low, high = (int(v) for v in self.jpeg_quality.split(":"))
+        except ValueError:
+            raise ConfigError(
+                f"jpeg_quality must look like 30:95, got {self.jpeg_quality!r}"
+            ) from None
+        if not 1 <= low <= high <= 95:
+            raise ConfigError("jpeg_quality must satisfy 1 <= MIN <= MAX <= 95")
+        return low, high
 
     def size_at(self, epoch: int) -> int:
         """Internal size for ``epoch`` (0-based): the last schedule entry at or before it."""
@@ -100,20 +236,6 @@ class TrainConfig:
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def parse_size_schedule(value: str | dict) -> dict[int, int]:
-    """``"0:32,6:48,12:64"`` (or a dict) → ``{0: 32, 6: 48, 12: 64}`` (epoch → internal size)."""
-    if isinstance(value, dict):
-        items = value.items()
-    else:
-        items = [part.split(":", 1) for part in value.split(",") if part.strip()]
-    try:
-        return {int(k): int(v) for k, v in items}
-    except ValueError:
-        raise ConfigError(
-            f"size schedule must look like '0:32,6:48,12:64', got {value!r}"
-        ) from None
 
 
 def load_config_file(path: str | Path) -> dict:

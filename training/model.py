@@ -30,11 +30,56 @@ def resolve_weights(weights: str) -> str | None:
     return str(path)
 
 
+def _bottleneck(x, filters: int, stride: int, shortcut_conv: bool, name: str):
+    """ResNet50's v1 bottleneck block (1x1, 3x3, 1x1 expanding 4x), named as Keras names it."""
+    bn = {"axis": 3, "epsilon": 1.001e-5}
+    if shortcut_conv:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(**bn, name=f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = layers.BatchNormalization(**bn, name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(**bn, name=f"{name}_2_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = layers.BatchNormalization(**bn, name=f"{name}_3_bn")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def resnet50_cifar_stem() -> keras.Model:
+    """ResNet50 with a CIFAR stem: a 3x3 stride-1 convolution on the 32 px image and one
+    stride-2 max-pool, in place of the 7x7 stride-2 convolution and max-pool that ImageNet's
+    224 px images need. At 32 px in, stage 2 sees 16x16 maps, as the stock stem gives at 64 px
+    in, so the cost is about the same, but the first layer sees real pixels, not upscaled
+    ones. The stages, blocks and layer names are ResNet50's own (``conv2_block1_1_conv``...).
+    """
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(64, 3, padding="same", name="conv1_conv")(inputs)
+    x = layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+    for stage, (filters, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)]):
+        for block in range(blocks):
+            x = _bottleneck(
+                x,
+                filters,
+                stride=2 if block == 0 and stage > 0 else 1,
+                shortcut_conv=block == 0,
+                name=f"conv{stage + 2}_block{block + 1}",
+            )
+    return keras.Model(inputs, x, name="resnet50")
+
+
 def build_classifier(
     weights: str = "none",
     dropout: float = 0.2,
     num_classes: int = NUM_CLASSES,
     zero_init_residual: bool = False,
+    stem: str = "imagenet",
 ) -> keras.Model:
     """ResNet50 backbone plus a new head, taking float RGB images of any size in 0..255.
 
@@ -45,11 +90,19 @@ def build_classifier(
     ``zero_init_residual`` (random init only) starts the last BatchNorm scale of every
     residual block at zero, so each block begins as an identity: the architecture is
     unchanged, and from-scratch training at a high learning rate is far more stable.
+
+    ``stem`` is ``imagenet`` (Keras' ResNet50, which pretrained weights need) or ``cifar``
+    (``resnet50_cifar_stem``, random init only).
     """
     pretrained = weights != "none"
-    backbone = keras.applications.ResNet50(
-        include_top=False, weights=resolve_weights(weights), input_shape=(None, None, 3)
-    )
+    if stem == "cifar":
+        if pretrained:
+            raise ValueError("pretrained weights need the imagenet stem")
+        backbone = resnet50_cifar_stem()
+    else:
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=resolve_weights(weights), input_shape=(None, None, 3)
+        )
     backbone.trainable = not pretrained
     if zero_init_residual and not pretrained:
         for layer in backbone.layers:
@@ -76,9 +129,11 @@ def wrap_for_input(
     ``tta_flip`` averages the probabilities of the image and its mirror image, inside the graph.
     """
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name=INPUT_NAME)
-    x = layers.Resizing(
-        internal_size, internal_size, interpolation="bilinear", name=f"resize_{internal_size}"
-    )(keras.ops.cast(inputs, "float32"))
+    x = keras.ops.cast(inputs, "float32")
+    if internal_size != IMAGE_SHAPE[0]:
+        x = layers.Resizing(
+            internal_size, internal_size, interpolation="bilinear", name=f"resize_{internal_size}"
+        )(x)
     probs = classifier(x)
     if tta_flip:
         mirrored = classifier(keras.ops.flip(x, axis=2))

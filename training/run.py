@@ -7,7 +7,8 @@ one place that knows the layout:
   ``history.json``: the summary and one row per epoch;
 - ``best.weights.h5`` (best validation accuracy so far) and ``model.weights.h5`` (the final
   choice, written when the run ends);
-- ``checkpoint/``: ``last.weights.h5``, ``optimizer.npz`` and ``state.json`` after every epoch.
+- ``checkpoint/``: ``last.weights.h5``, ``optimizer.npz``, ``state.json`` and, with weight
+  averaging, ``average.npz`` after every epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_WEIGHTS = "last.weights.h5"
 CHECKPOINT_OPTIMIZER = "optimizer.npz"
 CHECKPOINT_STATE = "state.json"
+CHECKPOINT_AVERAGE = "average.npz"
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
@@ -61,7 +63,7 @@ def load_run_classifier(run_dir: Path, precision: str = "float32"):
     if not weights.is_file():
         raise ConfigError(f"{run_dir}: no {FINAL_WEIGHTS} (has the run finished?)")
     keras.mixed_precision.set_global_policy(precision)
-    classifier = build_classifier("none", cfg.dropout)
+    classifier = build_classifier("none", cfg.dropout, stem=cfg.stem)
     classifier.load_weights(weights)
     return classifier, cfg
 
