@@ -82,6 +82,38 @@ def test_readme_states_the_newest_versions_numbers():
         ), variant
     quick_start = readme_section("Quick start")
     assert f'"version": {newest.name}}}' in quick_start
-    segments = c["training"]["summary"].get("segments", [])
-    for segment in segments:
-        assert segment["started_utc"] in section, segment
+    summary = c["training"]["summary"]
+    for session in summary.get("sessions", summary.get("segments", [])):  # "segments" in v2
+        assert session["started_utc"] in section, session
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda p: p.name)
+def test_each_versions_model_card_is_generated_from_its_json_card(version):
+    """README.md beside the weights is what ``training.model_card`` makes of model_card.json
+    now (regenerate with ``python -m training.model_card models/cifar10-resnet50/N``), and its
+    YAML front matter reports the JSON card's accuracy."""
+    import yaml
+
+    from training.model_card import render_model_card
+
+    readme = (version / "README.md").read_text()
+    assert readme == render_model_card(card(version), version), "stale: regenerate it"
+    _, meta, body = readme.split("---\n", 2)
+    meta = yaml.safe_load(meta)
+    assert meta["datasets"] == ["cifar10"] and meta["library_name"] == "keras"
+    assert {"license", "tags", "metrics", "model-index"} <= set(meta)
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["type"] == "cifar10" and result["dataset"]["split"] == "test"
+    (accuracy,) = result["metrics"]
+    assert accuracy["value"] == pytest.approx(card(version)["metrics"]["test_accuracy"] * 100)
+    for section in (
+        "Intended use",
+        "Training data",
+        "Training procedure",
+        "Evaluation",
+        "Limitations",
+        "How to serve it",
+    ):
+        assert f"\n## {section}\n" in body, section
+    for link in re.findall(r"\]\(([^)#]+)\)", body):  # figures and the JSON card beside it
+        assert (version / link).resolve().exists(), link

@@ -21,6 +21,7 @@ from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
 from training.model import wrap_for_input
+from training.model_card import write_model_card
 from training.provenance import git_commit, library_versions, utc_now
 from training.run import DATA_INFO, HISTORY, load_run_classifier, read_json
 from training.select import DEFAULT_TOLERANCE_PT, select_on_validation
@@ -54,6 +55,13 @@ def export_saved_model(model: keras.Model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
+BACKBONES = {
+    "imagenet": "keras.applications.ResNet50 (include_top=False)",
+    "cifar": "ResNet50 with a CIFAR stem: 3x3 stride-1 convolution and a stride-2 max-pool in "
+    "place of the 7x7 stride-2 convolution and max-pool; stages as keras.applications.ResNet50",
+}
+
+
 def build_card(
     *,
     name: str,
@@ -62,6 +70,7 @@ def build_card(
     internal_size: int,
     tta_flip: bool,
     weights_source: str,
+    stem: str = "imagenet",
     data: dict,
     training: dict,
     metrics: dict | None,
@@ -89,15 +98,17 @@ def build_card(
             },
         },
         "class_names": class_names,
-        "preprocessing_in_graph": [
-            "cast to float32",
-            f"bilinear resize 32x32 -> {internal_size}x{internal_size}",
-            "keras.applications.resnet50.preprocess_input (RGB->BGR, ImageNet mean)",
-        ]
+        "preprocessing_in_graph": ["cast to float32"]
+        + (
+            [f"bilinear resize 32x32 -> {internal_size}x{internal_size}"]
+            if internal_size != 32
+            else []
+        )
+        + ["keras.applications.resnet50.preprocess_input (RGB->BGR, ImageNet mean)"]
         + (["average with horizontally mirrored image (test-time flip)"] if tta_flip else []),
         "internal_size": internal_size,
         "tta_flip": tta_flip,
-        "backbone": "keras.applications.ResNet50 (include_top=False)",
+        "backbone": BACKBONES[stem],
         "weights_source": weights_source,
         "data": data,
         "training": training,
@@ -133,6 +144,7 @@ def write_export(
     for fig in figures:
         if Path(fig).exists():
             shutil.copy2(fig, tmp / Path(fig).name)
+    write_model_card(tmp)
     tmp.rename(target)
     return target
 
@@ -216,6 +228,7 @@ def export_run(
         internal_size=size,
         tta_flip=tta_flip,
         weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
+        stem=cfg.stem,
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": history["summary"]},
         metrics=metrics,

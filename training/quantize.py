@@ -21,6 +21,7 @@ from training.config import ConfigError
 from training.contract import CARD_NAME, INPUT_NAME, INT8_DIR
 from training.data import DataError, load_cifar10, split_validation
 from training.evaluate import classification_report, predict, saved_model_predictor
+from training.model_card import write_model_card
 from training.provenance import library_versions, utc_now
 
 
@@ -121,4 +122,5 @@ def quantize_version(
         },
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card(version_dir)
     return QuantizeResult(target, int8["accuracy"], reference["accuracy"], drop_pt, agreement)

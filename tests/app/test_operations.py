@@ -64,6 +64,30 @@ def test_model_card_endpoint(client):
     assert card["served"]["version"] == 1 and card["served"]["input_size"] == [32, 32]
 
 
+def test_model_card_for_people_is_the_versions_readme(tiny_model_root, tmp_path):
+    import shutil
+
+    with TestClient(create_app(make_settings(tiny_model_root))) as client:
+        wait_ready(client)
+        r = client.get("/model/card")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown")
+        assert r.text == (tiny_model_root / "1" / "README.md").read_text()
+        assert r.text.startswith("---\n") and "# tiny, version 1" in r.text
+        assert 'href="model/card"' in client.get("/").text  # the demo page links to it
+    root = tmp_path / "models"
+    shutil.copytree(tiny_model_root, root)
+    (root / "1" / "README.md").unlink()  # a version exported before model cards had one
+    with TestClient(create_app(make_settings(root))) as client:
+        wait_ready(client)
+        r = client.get("/model/card")
+        assert r.status_code == 404
+        assert r.json()["error"] == {
+            "code": "not_found",
+            "message": "version 1 has no README.md",
+        }
+        assert client.get("/model").status_code == 200  # the JSON card is still served
+
+
 def _metric(text: str, name: str, **labels) -> float:
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):

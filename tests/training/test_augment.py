@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.augment import AugmentedBatches, cutmix, mixup, one_hot, random_crop_flip
+from training.augment import (
+    AugmentedBatches,
+    UploadAugmentation,
+    color_jitter,
+    cutmix,
+    cutout,
+    grayscale,
+    jpeg_roundtrip,
+    mixup,
+    one_hot,
+    random_crop_flip,
+)
 
 
 def _images(n=16):
@@ -89,3 +100,69 @@ def test_mixup_blends_pixels_and_labels_with_the_same_weight():
             if xm[i, 0, 0, 0] not in x[:, 0, 0, 0]:
                 blended_somewhere = True  # differs from both sources
     assert blended_somewhere
+
+
+def _photo(seed: int = 0) -> np.ndarray:
+    """A smooth colour image (gradients plus noise), which JPEG can compress but not keep."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(seed)
+    base = np.stack([yy * 7, xx * 7, (yy + xx) * 3], axis=-1) + rng.integers(0, 40, (32, 32, 3))
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def test_cutout_zeroes_one_square_clipped_at_the_border():
+    x = np.full((64, 32, 32, 3), 200, dtype=np.uint8)
+    out = cutout(x, np.random.default_rng(0), 12)
+    assert (x == 200).all()  # the input is not changed in place
+    for image in out:
+        zero = (image == 0).all(-1)
+        rows, cols = np.nonzero(zero)
+        assert 0 < zero.sum() <= 144
+        assert zero.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # one axis-aligned box
+        assert np.ptp(rows) + 1 <= 12 and np.ptp(cols) + 1 <= 12
+        assert ((image == 200).all(-1) | zero).all()  # the rest untouched
+    assert any((image == 0).all(-1).sum() == 144 for image in out)  # whole squares inside
+
+
+def test_jpeg_roundtrip_changes_pixels_more_at_lower_quality():
+    image = _photo()
+    low, high = jpeg_roundtrip(image, 30), jpeg_roundtrip(image, 95)
+    assert low.shape == image.shape and low.dtype == np.uint8
+    error = [np.abs(v.astype(int) - image).mean() for v in (low, high)]
+    assert error[0] > error[1] > 0
+
+
+def test_grayscale_has_equal_channels_and_pillows_luma():
+    gray = grayscale(_photo())
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
+    np.testing.assert_array_equal(gray[..., 1], gray[..., 2])
+    r, g, b = (_photo()[..., i].astype(float) for i in range(3))
+    np.testing.assert_allclose(gray[..., 0], 0.299 * r + 0.587 * g + 0.114 * b, atol=1)
+
+
+def test_color_jitter_stays_in_range_and_zero_strength_is_identity():
+    image = _photo()
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(color_jitter(image, rng, 0.0), image)
+    jittered = [color_jitter(image, rng, 0.4) for _ in range(8)]
+    assert all(j.dtype == np.uint8 and j.shape == image.shape for j in jittered)
+    assert sum(not np.array_equal(j, image) for j in jittered) >= 7
+    means = [j.mean() / image.mean() for j in jittered]
+    assert 0.5 < min(means) and max(means) < 1.5  # a shift, not a different image
+
+
+def test_upload_augmentation_changes_images_keeps_labels_and_is_deterministic():
+    x = np.stack([_photo(i) for i in range(40)])
+    y = np.arange(40) % 10
+    upload = UploadAugmentation(grayscale_prob=0.5, jpeg_prob=1.0, jpeg_quality=(30, 60))
+    plain = AugmentedBatches(x, y, batch_size=8, seed=2)
+    uploaded = AugmentedBatches(x, y, batch_size=8, seed=2, upload=upload)
+    gray = []
+    for i in range(len(plain)):
+        (xp, tp), (xu, tu) = plain[i], uploaded[i]
+        np.testing.assert_array_equal(tp, tu)  # same images, same labels
+        assert (np.abs(xu.astype(int) - xp).mean(axis=(1, 2, 3)) > 0).all()  # every one JPEG'd
+        gray += [(im[..., 0] == im[..., 1]).all() and (im[..., 1] == im[..., 2]).all() for im in xu]
+    assert 10 < sum(gray) < 30  # about half of the 40 made gray
+    np.testing.assert_array_equal(uploaded[1][0], uploaded[1][0])
+    assert not UploadAugmentation().active

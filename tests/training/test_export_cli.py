@@ -35,8 +35,10 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     assert main(argv) == 0
     version_dir = models / "c10" / "1"
     assert (version_dir / "saved_model.pb").is_file()
+    readme = (version_dir / "README.md").read_text()  # the model card people read
     for png in ("learning_curves.png", "confusion_matrix_test.png"):
-        assert (version_dir / png).is_file()
+        assert (version_dir / png).is_file() and f"]({png})" in readme
+    assert readme.startswith("---\nlicense: ") and "# c10, version 1" in readme
 
     signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert set(signature.structured_outputs) == {"probabilities"}
@@ -57,8 +59,8 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     assert card["weights_source"] == "none (random initialization)"
     assert len(card["data"]["sha256"]) == 64
     assert card["training"]["config"]["epochs"] == 1
-    (segment,) = card["training"]["summary"]["segments"]  # where and when it trained
-    assert segment["last_epoch"] == 1 and segment["hardware"]["cores"] == os.cpu_count()
+    (session,) = card["training"]["summary"]["sessions"]  # where and when it trained
+    assert session["last_epoch"] == 1 and session["hardware"]["cores"] == os.cpu_count()
     assert 0 <= card["metrics"]["test"]["accuracy"] <= 1
     assert "test_plain_accuracy" in card["metrics"]
     assert {"tensorflow", "keras", "numpy"} <= set(card["libraries"])
@@ -144,3 +146,5 @@ def test_cli_help_and_one_line_errors(tmp_path):
     )
     usage = _cli("train", "--epochs", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
+    stem = _cli("train", "--stem", "tiny")
+    assert stem.returncode == 2 and "invalid choice: 'tiny'" in stem.stderr

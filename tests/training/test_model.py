@@ -9,6 +9,7 @@ import pytest
 from training.model import (
     backbone_of,
     build_classifier,
+    resnet50_cifar_stem,
     resolve_weights,
     set_backbone_trainable,
     wrap_for_input,
@@ -100,3 +101,27 @@ def test_zero_init_residual_starts_blocks_as_identity_only_from_random_init(loca
     assert np.all(np.array(fresh.get_layer("conv2_block1_1_bn").gamma) == 1)
     pretrained = backbone_of(build_classifier(str(local_backbone_weights), zero_init_residual=True))
     assert np.all(np.array(pretrained.get_layer("conv2_block1_3_bn").gamma) == 1)
+
+
+def test_cifar_stem_reaches_the_stock_stems_maps_from_32_px_at_about_its_size():
+    stock = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(None, None, 3)
+    )
+    cifar = resnet50_cifar_stem()
+    stage2 = "conv2_block1_1_conv"
+    at = {
+        name: keras.Model(m.inputs, m.get_layer(stage2).output)
+        for name, m in (("stock", stock), ("cifar", cifar))
+    }
+    x64, x32 = np.zeros((1, 64, 64, 3), "float32"), np.zeros((1, 32, 32, 3), "float32")
+    assert tuple(at["stock"](x64).shape) == tuple(at["cifar"](x32).shape) == (1, 16, 16, 64)
+    assert cifar.get_layer("conv1_conv").kernel_size == (3, 3)
+    assert cifar.get_layer("conv1_conv").strides == (1, 1)
+    # the same stages and blocks: only the first convolution's kernel differs in size
+    assert [w.shape for w in cifar.weights[2:]] == [w.shape for w in stock.weights[2:]]
+    model = wrap_for_input(build_classifier(stem="cifar", zero_init_residual=True), 32)
+    assert not any(layer.name.startswith("resize") for layer in model.layers)  # 32 px as sent
+    probs = np.asarray(model.predict_on_batch(_images()))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="imagenet stem"):
+        build_classifier("imagenet", stem="cifar")

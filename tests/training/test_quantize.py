@@ -34,6 +34,9 @@ def test_quantize_stores_int8_beside_the_savedmodel_and_measures_it(
     assert int8["accuracy_drop_pt"] == drop
     assert 0 <= int8["top1_agreement_with_reference"] <= 1
     assert {"openvino", "nncf"} <= set(int8["libraries"])
+    readme = (root / "1" / "README.md").read_text()  # the readable card, rewritten with it
+    assert f"is an int8 OpenVINO copy ({int8['test_accuracy'] * 100:.2f} %" in readme
+    assert "- openvino\n- int8\n" in readme  # tagged in the front matter
 
     # the server loads the int8 copy and it stays close to the float model
     int8_model = load_served_model(root, runtime="openvino", precision="int8")

@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers import tiny_config
 from training.config import ConfigError, TrainConfig
-from training.train import plan_phases, segments, train
+from training.schedule import plan_phases, size_stages
+from training.train import train
 
 DECLARED_OUTPUTS = [
     "config.json",
@@ -32,7 +33,7 @@ def test_phases_and_size_schedule_are_planned_from_the_config():
     assert [cfg.size_at(e) for e in range(6)] == [32, 32, 48, 48, 64, 64]
     (full,) = plan_phases(cfg)
     assert (full.name, full.start, full.end) == ("full", 0, 6)
-    assert segments(cfg, full, 3) == [(3, 4, 48), (4, 6, 64)]
+    assert size_stages(cfg, full, 3) == [(3, 4, 48), (4, 6, 64)]
     pre = TrainConfig(epochs=5, weights="imagenet", head_epochs=2, finetune_learning_rate=0.001)
     assert [(p.name, p.start, p.end, p.learning_rate) for p in plan_phases(pre)] == [
         ("head", 0, 2, pre.learning_rate),
@@ -70,10 +71,10 @@ def test_smoke_run_writes_every_declared_output(trained_run):
     } <= set(row)
     assert history["summary"]["epochs_completed"] == 1
     assert history["summary"]["hardware"]["cores"] == os.cpu_count()
-    (segment,) = history["summary"]["segments"]
-    assert (segment["first_epoch"], segment["last_epoch"]) == (1, 1)
-    assert segment["hardware"] == history["summary"]["hardware"]
-    assert 0 < segment["seconds"] <= history["summary"]["wall_time_s"]
+    (session,) = history["summary"]["sessions"]
+    assert (session["first_epoch"], session["last_epoch"]) == (1, 1)
+    assert session["hardware"] == history["summary"]["hardware"]
+    assert 0 < session["seconds"] <= history["summary"]["wall_time_s"]
     assert json.loads((trained_run / "config.json").read_text())["internal_size"] == 32
 
 
@@ -95,7 +96,9 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()  # so "same" can be checked exactly
-    kw = dict(epochs=2, size_schedule={0: 32, 1: 40}, learning_rate=0.001, dropout=0.0)
+    kw = dict(
+        epochs=2, size_schedule={0: 32, 1: 40}, learning_rate=0.001, dropout=0.0, ema_momentum=0.9
+    )
     whole = train(tiny_config(cifar_dir, tmp_path / "whole", **kw))
     cut = tmp_path / "cut"
     threaded = dict(kw, workers=2)
@@ -111,7 +114,15 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
     assert resumed.history[1]["loss"] == pytest.approx(whole.history[1]["loss"], rel=1e-3)
     state = json.loads((cut / "checkpoint" / "state.json").read_text())
     assert state["next_epoch"] == 2
-    first, second = state["segments"]  # the interrupted start, then the resume
+    assert all("ema_val_accuracy" in row for row in resumed.history)
+    with (
+        np.load(cut / "checkpoint" / "average.npz") as a,
+        np.load(tmp_path / "whole" / "checkpoint" / "average.npz") as b,
+    ):  # the weight average went on across the interruption as if there had been none
+        assert int(a["updates"]) == int(b["updates"]) >= 1 and a.files == b.files
+        for name in a.files:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-3, atol=1e-5)
+    first, second = state["sessions"]  # the interrupted start, then the resume
     assert [(s["first_epoch"], s["last_epoch"]) for s in (first, second)] == [(1, 1), (2, 2)]
     assert first["ended_utc"] <= second["started_utc"] <= second["ended_utc"]
     assert all(s["hardware"]["cores"] == os.cpu_count() for s in (first, second))
@@ -119,23 +130,23 @@ def test_progressive_resizing_and_exact_resume(cifar_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_segment_deadline_ends_at_an_epoch_boundary_and_resume_goes_on(cifar_dir, tmp_path):
+def test_session_deadline_ends_at_an_epoch_boundary_and_resume_goes_on(cifar_dir, tmp_path):
     """A job's time limit: stop where the next epoch would not fit, lose nothing, resume."""
     cfg = tiny_config(cifar_dir, tmp_path, epochs=3)
-    first = train(cfg, segment_min=1e-4)  # a fresh run's first epoch always starts
+    first = train(cfg, session_min=1e-4)  # a fresh run's first epoch always starts
     assert first.stopped_at_deadline and not first.stopped_by_budget
     assert [(r["epoch"], r["complete"]) for r in first.history] == [(1, True)]
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["next_epoch"] == 1
-    idle = train(cfg, resume=True, segment_min=1e-4)  # not even one epoch fits: none starts
+    idle = train(cfg, resume=True, session_min=1e-4)  # not even one epoch fits: none starts
     assert idle.stopped_at_deadline and [r["epoch"] for r in idle.history] == [1]
-    rest = train(cfg, resume=True, segment_min=60)
+    rest = train(cfg, resume=True, session_min=60)
     assert not rest.stopped_at_deadline and rest.epochs_completed == 3
     assert [r["epoch"] for r in rest.history] == [1, 2, 3]
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
-    assert [(s["first_epoch"], s["last_epoch"]) for s in state["segments"]] == [(1, 1), (2, 3)]
+    assert [(s["first_epoch"], s["last_epoch"]) for s in state["sessions"]] == [(1, 1), (2, 3)]
     with pytest.raises(ConfigError, match="minutes must be positive"):
-        train(cfg, resume=True, segment_min=0)
+        train(cfg, resume=True, session_min=0)
 
 
 @pytest.mark.slow
@@ -160,3 +171,47 @@ def test_pretrained_weights_run_head_then_finetune(cifar_dir, tmp_path, local_ba
     )
     assert [r["phase"] for r in result.history] == ["head", "finetune"]
     assert all(np.isfinite(r["loss"]) for r in result.history)
+
+
+def test_every_config_field_is_a_train_flag_with_its_help_choices_and_type(tmp_path):
+    """The flags are derived from TrainConfig: a new field is a flag without a second line."""
+    import argparse
+    from dataclasses import fields
+
+    from training.cli import build_parser, resolve_train_config
+
+    parser = build_parser()
+    (train_parser,) = [
+        a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train")
+    ]
+    flags = {a.dest: a for a in train_parser._actions}
+    for f in fields(TrainConfig):
+        assert f.name in flags, f.name
+        assert flags[f.name].help.startswith(f.metadata["help"])
+        assert flags[f.name].choices == f.metadata["choices"]
+    assert isinstance(flags["zero_init_residual"], argparse.BooleanOptionalAction)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epochs": 7, "stem": "cifar", "jpeg_prob": 0.3}))
+    args = parser.parse_args(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--ema-momentum",
+            "0.99",
+            "--no-zero-init-residual",
+            "--size-schedule",
+            "0:32,3:48",
+            "--epochs",
+            "9",
+        ]
+    )
+    cfg = resolve_train_config(args)
+    assert (cfg.epochs, cfg.stem, cfg.jpeg_prob, cfg.ema_momentum) == (9, "cifar", 0.3, 0.99)
+    assert cfg.zero_init_residual is False and cfg.size_schedule == {0: 32, 3: 48}
+    with pytest.raises(ConfigError, match="stem must be one of imagenet, cifar"):
+        TrainConfig(stem="tiny").validate()
+    with pytest.raises(ConfigError, match="jpeg_quality must look like 30:95"):
+        TrainConfig(jpeg_quality="high").validate()
+    with pytest.raises(ConfigError, match="pretrained weights need the imagenet stem"):
+        TrainConfig(weights="imagenet", stem="cifar").validate()

@@ -1,12 +1,15 @@
-"""Liveness, readiness and the model card."""
+"""Liveness, readiness and the model card (JSON for programs, Markdown for people)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import ModelDep
 from app.api.schemas import ErrorResponse, Health, ModelRef, Readiness
+from app.errors import APIError
+
+MODEL_CARD_README = "README.md"
 
 router = APIRouter(tags=["operations"])
 
@@ -61,3 +64,26 @@ async def model_card(model: ModelDep, request: Request) -> dict:
             },
         },
     }
+
+
+@router.get(
+    "/model/card",
+    summary="The served version's model card as people read it (Markdown, YAML front matter)",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
+        404: {"model": ErrorResponse, "description": "The served version has no README.md"},
+        503: {"model": ErrorResponse},
+    },
+)
+async def model_card_markdown(model: ModelDep) -> Response:
+    """The ``README.md`` beside the served version's weights, which ``cifar10-model export``
+    writes from the same ``model_card.json`` that ``GET /model`` serves."""
+    path = model.path / MODEL_CARD_README
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise APIError(
+            404, "not_found", f"version {model.version} has no {MODEL_CARD_README}"
+        ) from None
+    return Response(text, media_type="text/markdown; charset=utf-8")

@@ -1,0 +1,376 @@
+"""The model card a model user reads: ``VERSION/README.md``, made from ``model_card.json``.
+
+The JSON card is the record (the server reads it, the tools write measurements into it); this
+module renders it in the format model users know from Hugging Face: YAML front matter
+(``license``, ``library_name``, ``tags``, ``datasets``, ``metrics``, ``model-index``) and
+sections for intended use, serving, training data and procedure, evaluation and limitations.
+Every number comes from the JSON card, so the two cannot disagree: ``export`` writes the
+README, and ``quantize`` and the benchmarks' ``--write-card`` rewrite it after each new
+measurement. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from training.contract import CARD_NAME
+
+README_NAME = "README.md"
+INT8_MAX_DROP_PT = 0.3  # the server's rule for auto (app/runtimes, INT8_MAX_ACCURACY_DROP_PT)
+LICENSE = "apache-2.0"  # the repository's LICENSE, which covers the weights it trains
+UPLOAD_FORMS = {
+    "png": "PNG (the clean test set)",
+    "jpeg_q75": "JPEG quality 75",
+    "jpeg_q50": "JPEG quality 50",
+    "webp_q80": "WebP quality 80",
+    "grayscale_png": "grayscale PNG",
+    "exif_rotated_jpeg": "phone-style JPEG (EXIF orientation 6, quality 90)",
+    "upscaled_8x_png": "PNG upscaled 8x (bicubic, 256x256)",
+    "rgba_png": "RGBA PNG",
+}
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return f"{x * 100:.{digits}f} %"
+
+
+def _sessions(card: dict) -> list[dict]:
+    summary = card.get("training", {}).get("summary", {})
+    return summary.get("sessions", summary.get("segments", []))  # "segments" before v3
+
+
+def front_matter(card: dict) -> dict:
+    """The YAML metadata: what model hubs index and what ``model-index`` reports."""
+    metrics = card.get("metrics") or {}
+    results = []
+    if "test_accuracy" in metrics:
+        results.append(
+            {
+                "task": {"type": "image-classification", "name": "Image Classification"},
+                "dataset": {"name": "CIFAR-10", "type": "cifar10", "split": "test"},
+                "metrics": [
+                    {
+                        "type": "accuracy",
+                        "value": round(metrics["test_accuracy"] * 100, 2),
+                        "name": "Official test accuracy, as served (%)",
+                    }
+                ],
+            }
+        )
+    return {
+        "license": card.get("license", LICENSE),
+        "library_name": "keras",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "resnet50", "cifar10", "tensorflow-savedmodel"]
+        + (["openvino", "int8"] if "int8" in card else []),
+        "datasets": ["cifar10"],
+        "metrics": ["accuracy"],
+        "model-index": [{"name": f"{card['name']} version {card['version']}", "results": results}],
+    }
+
+
+def _summary(card: dict) -> list[str]:
+    metrics = card.get("metrics") or {}
+    accuracy = (
+        f"**{_pct(metrics['test_accuracy'])}** on the official CIFAR-10 test set (10,000 images) "
+        "as served"
+        if "test_accuracy" in metrics
+        else "not measured on the test set at export"
+    )
+    return [
+        f"# {card['name']}, version {card['version']}",
+        "",
+        "A ResNet50 image classifier for the 10 CIFAR-10 classes "
+        f"({', '.join(card['class_names'])}). Official test accuracy: {accuracy}. "
+        f"Backbone: {card['backbone']}; weights: {card['weights_source']}. "
+        "The SavedModel takes uint8 RGB images `[batch, 32, 32, 3]` and returns float32 "
+        "probabilities `[batch, 10]`; everything else happens inside the graph: "
+        + "; ".join(card["preprocessing_in_graph"])
+        + ".",
+        "",
+        "This file is generated from [`model_card.json`](model_card.json) (`python -m "
+        "training.model_card VERSION_DIR`); the JSON card holds every measurement in full.",
+    ]
+
+
+def _intended_use(card: dict) -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "Classifying small photographs of the ten CIFAR-10 classes, served over HTTP by this "
+        "repository's server (`/predict`, Open Inference Protocol v2, TensorFlow Serving "
+        "REST), or by any server that reads a TensorFlow SavedModel. It is a reference model "
+        "for a model server: for demonstrations, tests, benchmarks and as a starting point "
+        "for retraining.",
+        "",
+        "Out of scope: images of anything outside the ten classes (the model always answers "
+        'one of them, with no "unknown"), decisions about people, and any use where an error '
+        "rate of several percent matters.",
+    ]
+
+
+def _serving(card: dict) -> list[str]:
+    version = card["version"]
+    lines = [
+        "## How to serve it",
+        "",
+        "```sh",
+        f"CIFAR10_MODEL_DIR=models/{card['name']} CIFAR10_MODEL_VERSION={version} make serve",
+        "curl -F file=@samples/ship.png http://localhost:8000/predict",
+        "```",
+        "",
+        f"Signature `{card['signature']['name']}`: input `{card['signature']['input']['name']}` "
+        f"uint8 `[-1, 32, 32, 3]`, output `{card['signature']['output']['name']}` float32 "
+        "`[-1, 10]` in the order of `class_names`. The folder is the layout TensorFlow Serving "
+        "and KServe read.",
+    ]
+    if "int8" in card:
+        drop = card["int8"]["accuracy_drop_pt"]
+        verdict = "serves this one" if drop <= INT8_MAX_DROP_PT else "passes this one over"
+        lines += [
+            "",
+            f"`{card['int8']['path']}` is an int8 OpenVINO copy "
+            f"({_pct(card['int8']['test_accuracy'])} official test, {drop:.2f} points below the "
+            "SavedModel). The server's `CIFAR10_PRECISION=auto` serves an int8 copy that loses at "
+            f"most {INT8_MAX_DROP_PT} points, so it {verdict}; `CIFAR10_PRECISION=int8` serves it "
+            "anyway.",
+        ]
+    return lines
+
+
+def _training(card: dict) -> list[str]:
+    data = card.get("data", {})
+    training = card.get("training", {})
+    summary = training.get("summary", {})
+    if "train_images" in data:
+        split = (
+            f"the official training batches: {data['train_images']:,} images to train on and "
+            f"{data['val_images']:,} held out for validation (a fixed, seeded split; the variant "
+            "to serve is chosen on it), and the official test batch (10,000 images) measured "
+            f"once, at the end. Data sha256 `{data.get('sha256', '?')}`."
+        )
+    else:
+        split = f"source: {data.get('source', 'not recorded')}."
+    lines = [
+        "## Training data",
+        "",
+        f"CIFAR-10 (Krizhevsky, 2009), {split}",
+        "",
+        "## Training procedure",
+        "",
+    ]
+    if "recipe" in card:
+        lines += [card["recipe"], ""]
+    if "config_file" in card:
+        lines += [f"Configuration: [`{card['config_file']}`](../../../{card['config_file']}).", ""]
+    if "not_used" in card:
+        lines += [f"Not used: {card['not_used']}", ""]
+    if summary:
+        hours = summary.get("wall_time_s", 0) / 3600
+        lines += [
+            f"{summary.get('epochs_completed')} epochs, {hours:.2f} h of recorded training "
+            f"time on Keras' {summary.get('backend', '?')} backend; best validation accuracy "
+            f"{_pct(summary['best_val_accuracy'])} at epoch {summary.get('best_epoch')}."
+            if summary.get("best_val_accuracy") is not None
+            else f"{summary.get('epochs_completed')} epochs, {hours:.2f} h.",
+            "",
+        ]
+    sessions = _sessions(card)
+    if sessions:
+        lines += [
+            "Where the time went (one row per start or resume of the process):",
+            "",
+            "| started (UTC) | epochs | seconds | machine |",
+            "| --- | --- | ---: | --- |",
+        ]
+        for s in sessions:
+            hw = s.get("hardware", {})
+            lines.append(
+                f"| {s['started_utc']} | {s['first_epoch']}-{s['last_epoch']} | "
+                f"{s['seconds']:.0f} | {hw.get('cpu', '?')} family/model "
+                f"{hw.get('family_model', '?')}, {hw.get('cores', '?')} cores, "
+                f"{' '.join(hw.get('isa', []))} |"
+            )
+        lines.append("")
+    reproduce = card.get("reproduce")
+    if isinstance(reproduce, dict):
+        lines += ["How it was made:", "", "```sh", *reproduce.values(), "```", ""]
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _evaluation(card: dict) -> list[str]:
+    metrics = card.get("metrics") or {}
+    if "test" not in metrics:
+        return ["## Evaluation", "", "Not measured on the test set at export."]
+    per_class = metrics["test"]["per_class"]
+    lines = [
+        "## Evaluation",
+        "",
+        f"Official test set, 10,000 images, as served: **{_pct(metrics['test_accuracy'])}**"
+        + (
+            f" ({_pct(metrics['test_plain_accuracy'])} without the test-time flip)."
+            if "test_plain_accuracy" in metrics
+            else "."
+        ),
+        "",
+        "| class | precision | recall |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {name} | {_pct(v['precision'], 1)} | {_pct(v['recall'], 1)} |"
+            for name, v in per_class.items()
+        ),
+    ]
+    selection = card.get("validation_selection")
+    if selection:
+        candidates = ", ".join(f"{k} {_pct(v)}" for k, v in selection["accuracy"].items())
+        rule = selection["rule"].replace("tolerance_pt", str(selection["tolerance_pt"]))
+        lines += [
+            "",
+            f"The served variant was chosen on the validation split before the test set was "
+            f"measured: {candidates}; chosen `{selection['chosen']}` ({rule}).",
+        ]
+    served = card.get("served_variants")
+    if served:
+        lines += [
+            "",
+            "Every runtime and precision the server offers, on the same test images through "
+            f"the server's own loading code (`{served['command']}`):",
+            "",
+            "| runtime | precision | official test accuracy | top-1 agreement with TF f32 |",
+            "| --- | --- | ---: | ---: |",
+            *(
+                f"| {v['runtime']} | {v['precision']} | {_pct(v['test_accuracy'])} | "
+                f"{_pct(v['top1_agreement_with_tensorflow_f32'])} |"
+                for v in served["variants"]
+            ),
+        ]
+    forms = card.get("upload_forms")
+    if forms:
+        lines += [
+            "",
+            "As users upload images: the test set re-encoded in each form, decoded by the "
+            f"server's own image code and classified by {forms['runtime']} {forms['precision']} "
+            f"(`{forms['command']}`):",
+            "",
+            "| upload form | accuracy | drop, points |",
+            "| --- | ---: | ---: |",
+            *(
+                f"| {UPLOAD_FORMS.get(name, name)} | {_pct(f['accuracy'])} | "
+                f"{f['drop_points']:.2f} |"
+                for name, f in forms["forms"].items()
+            ),
+        ]
+    if "int8" in card:
+        int8 = card["int8"]
+        lines += [
+            "",
+            f"int8 copy: {int8['method']}, calibrated on {int8['calibration']['images']} images "
+            f"({int8['calibration']['source']}): {_pct(int8['test_accuracy'])}, "
+            f"{int8['accuracy_drop_pt']:.2f} points below {_pct(int8['reference_test_accuracy'])}"
+            f", top-1 agreement {_pct(int8['top1_agreement_with_reference'])}.",
+        ]
+    return lines
+
+
+def _limitations(card: dict) -> list[str]:
+    lines = [
+        "## Limitations",
+        "",
+        "- Trained on 32x32 images: every upload is resized to 32x32 first, so fine detail in a "
+        "large photo is lost, and photos unlike CIFAR-10's (close-ups, drawings, several "
+        "objects) are outside what it learned.",
+    ]
+    metrics = card.get("metrics") or {}
+    recalls = metrics.get("test_per_class_accuracy")
+    if recalls:
+        weakest = sorted(recalls.items(), key=lambda kv: kv[1])[:2]
+        confusion = metrics.get("test", {}).get("confusion_matrix")
+        detail = ""
+        if confusion:
+            names = card["class_names"]
+            row = confusion[names.index(weakest[0][0])]
+            worst = max(
+                (n for n in range(len(names)) if names[n] != weakest[0][0]), key=lambda n: row[n]
+            )
+            detail = (
+                f"; {row[worst]} of the {sum(row)} test {weakest[0][0]}s are called {names[worst]}"
+            )
+        lines.append(
+            "- Weakest classes: "
+            + ", ".join(f"{name} ({_pct(r, 1)} recall)" for name, r in weakest)
+            + detail
+            + "."
+        )
+    forms = (card.get("upload_forms") or {}).get("forms", {})
+    costly = [(n, f["drop_points"]) for n, f in forms.items() if f["drop_points"] > 2.0]
+    if costly:
+        lines.append(
+            "- Uploads that cost more than 2 points: "
+            + ", ".join(f"{UPLOAD_FORMS.get(n, n)} ({d:.2f})" for n, d in costly)
+            + "."
+        )
+    if card.get("weights_source", "").startswith("none"):
+        lines.append(
+            "- No pretrained weights: trained from random initialization on CIFAR-10 alone "
+            "(not transfer learning)."
+        )
+    return lines
+
+
+def _files(version_dir: Path | None) -> list[str]:
+    lines = ["## Files", "", "- `saved_model.pb`, `variables/`: the TensorFlow SavedModel"]
+    if version_dir is None or (version_dir / "openvino-int8").is_dir():
+        lines.append("- `openvino-int8/`: the int8 OpenVINO copy")
+    lines.append("- `model_card.json`: the full record, served by `GET /model`")
+    for figure, what in (
+        ("learning_curves.png", "learning curves"),
+        ("confusion_matrix_test.png", "confusion matrix on the official test set"),
+    ):
+        if version_dir is None or (version_dir / figure).is_file():
+            lines += [f"- `{figure}`: {what}", "", f"![{what}]({figure})", ""]
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def render_model_card(card: dict, version_dir: Path | None = None) -> str:
+    """The README.md text for ``card`` (figures and files listed if ``version_dir`` has them)."""
+    meta = yaml.safe_dump(front_matter(card), sort_keys=False, allow_unicode=True)
+    sections = [
+        _summary(card),
+        _intended_use(card),
+        _serving(card),
+        _training(card),
+        _evaluation(card),
+        _limitations(card),
+        _files(version_dir),
+    ]
+    body = "\n\n".join("\n".join(section) for section in sections)
+    return f"---\n{meta}---\n\n{body}\n"
+
+
+def write_model_card(version_dir: Path) -> Path:
+    """Write ``version_dir/README.md`` from its ``model_card.json``; return its path."""
+    version_dir = Path(version_dir)
+    card = json.loads((version_dir / CARD_NAME).read_text())
+    path = version_dir / README_NAME
+    path.write_text(render_model_card(card, version_dir))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training.model_card",
+        description="Write VERSION/README.md (the model card) from VERSION/model_card.json.",
+    )
+    parser.add_argument("versions", nargs="+", type=Path, help="exported version folders")
+    for version_dir in parser.parse_args(argv).versions:
+        print(write_model_card(version_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
