@@ -1,4 +1,5 @@
-"""The models shipped in ``models/`` are complete, and the README states their cards' numbers.
+"""The models shipped in ``models/`` are complete, their readable cards are generated from their
+JSON cards, and the README and docs state the cards' numbers.
 
 No TensorFlow here: these read files only, so a version that lost a file, a card whose
 measurements disagree with each other, or a README left behind by a new version fails fast.
@@ -21,15 +22,16 @@ def card(version: Path) -> dict:
     return json.loads((version / "model_card.json").read_text())
 
 
-def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def section(page: str, title: str) -> str:
+    """The ``## title`` section of ``page`` (a path from the repository root)."""
+    text = (ROOT / page).read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end > 0 else None]
 
 
-def pct(x: float, digits: int) -> str:
-    return f"{x * 100:.{digits}f}%"
+def pct(x: float, digits: int, space: str = "") -> str:
+    return f"{x * 100:.{digits}f}{space}%"
 
 
 def test_there_is_a_shipped_model():
@@ -61,18 +63,29 @@ def test_each_version_is_complete_and_its_card_consistent(version):
     assert ("openvino", "int8") in variants or not int8_xml.is_file()
 
 
-def test_readme_states_the_newest_versions_numbers():
-    """The README's model section is about the version the server loads (the newest), and
-    every accuracy it gives is that card's."""
+def test_readme_and_docs_state_the_newest_versions_numbers():
+    """The README's headline and model section, the runtimes page and the training page are
+    about the version the server loads (the newest), and every number they give is its card's."""
     newest = VERSIONS[-1]
     c = card(newest)
-    section = readme_section("The model")
-    assert f"models/cifar10-resnet50/{newest.name}/" in section
-    assert f"**{pct(c['metrics']['test_accuracy'], 2)}**" in section
-    assert pct(c["metrics"]["test_plain_accuracy"], 2) in section
-    for name, recall in c["metrics"]["test_per_class_accuracy"].items():
-        assert re.search(rf"\b{name} {re.escape(pct(recall, 1))}", section), name
-    runtimes = readme_section("Runtimes and precisions")
+    m = c["metrics"]
+    readme = (ROOT / "README.md").read_text()
+    headline = readme[: readme.index("\n## Quick start\n")]
+    assert f"| the shipped model, version {newest.name} |" in headline
+    assert f"**{pct(m['test_accuracy'], 2, ' ')}**" in headline
+    assert f"models/cifar10-resnet50/{newest.name}/README.md" in headline
+    model = section("README.md", "The model")
+    assert f"Version {newest.name} ([`models/cifar10-resnet50/{newest.name}/`]" in model
+    assert f"**{pct(m['test_accuracy'], 2, ' ')}**" in model
+    assert f"{pct(m['test_plain_accuracy'], 2, ' ')} without the test-time flip" in model
+    weakest = min(m["test_per_class_accuracy"], key=m["test_per_class_accuracy"].get)
+    recall = pct(m["test_per_class_accuracy"][weakest], 1, " ")
+    assert f"weakest class {weakest} ({recall}" in model
+    hours = c["training"]["summary"]["wall_time_s"] / 3600
+    assert f"({hours:.2f} h, {c['training']['summary']['epochs_completed']} epochs" in model
+    assert f"[`{c['config_file']}`]" in model
+    assert f'"version": {newest.name}}}' in section("README.md", "Quick start")
+    runtimes = (ROOT / "docs" / "runtimes.md").read_text()
     assert f"models/cifar10-resnet50/{newest.name} " in runtimes
     for variant in c["served_variants"]["variants"]:
         row = f"| {variant['precision']}"
@@ -80,11 +93,13 @@ def test_readme_states_the_newest_versions_numbers():
             row in line and f"| {variant['test_accuracy'] * 100:.2f} % |" in line
             for line in runtimes.splitlines()
         ), variant
-    quick_start = readme_section("Quick start")
-    assert f'"version": {newest.name}}}' in quick_start
+    shipped = section("docs/training.md", f"The shipped model: version {newest.name}")
+    assert f"**{pct(m['test_accuracy'], 2)}**" in shipped
+    for name, recall in m["test_per_class_accuracy"].items():
+        assert re.search(rf"\b{name} {re.escape(pct(recall, 1))}", shipped), name
     summary = c["training"]["summary"]
     for session in summary.get("sessions", summary.get("segments", [])):  # "segments" in v2
-        assert session["started_utc"] in section, session
+        assert session["started_utc"] in shipped, session
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda p: p.name)

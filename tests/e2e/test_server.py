@@ -35,15 +35,22 @@ def test_upload_with_a_real_multipart_client(server):
     assert httpx.get(f"{server.base}/health", timeout=5).json() == {"status": "ok"}
 
 
-def readme_curl_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+def documented_curl_commands() -> list[str]:
+    """Every ``curl`` line of the README and of the pages in docs/."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [
+        line.strip()
+        for page in pages
+        for line in page.read_text().splitlines()
+        if line.strip().startswith("curl ")
+    ]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_readme_curl_examples_work_verbatim(server):
-    """Every curl line of the README, run by bash against the real server (model 'tiny')."""
-    commands = readme_curl_commands()
+def test_documented_curl_examples_work_verbatim(server):
+    """Every curl line of the README and docs/, run by bash against the real server (model
+    'tiny')."""
+    commands = documented_curl_commands()
     assert sum("/predict" in c for c in commands) >= 2 and any("/v2/" in c for c in commands)
     assert any(":predict" in c for c in commands)
     for command in commands:
@@ -53,6 +60,9 @@ def test_readme_curl_examples_work_verbatim(server):
             ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert proc.returncode == 0, (command, proc.stderr)
+        if command.endswith("/model/card"):  # the model card people read: Markdown
+            assert proc.stdout.startswith("---\n") and "# tiny, version 1" in proc.stdout
+            continue
         body = json.loads(proc.stdout)
         assert "error" not in body, (command, body)
         if "label" in body or "results" in body:

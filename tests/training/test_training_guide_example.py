@@ -1,4 +1,4 @@
-"""The README's training example runs as written (on generated data instead of /tmp/cifar10)."""
+"""The training guide's example runs as written (on generated data instead of /tmp/cifar10)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def readme_training_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+def guide_training_commands() -> list[str]:
+    text = (ROOT / "docs" / "training.md").read_text().replace("\\\n", " ")
     return [
         re.sub(r"\s+", " ", line.strip())
         for line in text.splitlines()
@@ -24,9 +24,9 @@ def readme_training_commands() -> list[str]:
     ]
 
 
-def test_readme_train_evaluate_export_quantize_example(tmp_path):
+def test_guide_train_evaluate_export_quantize_example(tmp_path):
     cifar_dir = write_cifar_dir(tmp_path / "data", per_batch=40)  # 180 training images
-    commands = readme_training_commands()
+    commands = guide_training_commands()
     assert [c.split()[1] for c in commands] == ["train", "evaluate", "export", "quantize"]
     cli = Path(__import__("sys").executable).parent / "cifar10-model"
     for command in commands:
