@@ -161,6 +161,13 @@ def _quantize_parser(sub) -> None:
     p.add_argument("--images", type=int, default=300, help="calibration images (300)")
     p.add_argument("--seed", type=int, default=0, help="which calibration images (0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing int8 copy")
+    p.add_argument(
+        "--max-drop-pt",
+        type=float,
+        help="accuracy control: revert the costliest layers to float until the int8 copy "
+        "loses at most this many points on the version's validation split (e.g. 0.1; "
+        "default: plain quantization)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +298,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from training.quantize import quantize_version
 
-    r = quantize_version(args.model, args.data, args.images, args.seed, args.overwrite)
+    r = quantize_version(
+        args.model, args.data, args.images, args.seed, args.overwrite, args.max_drop_pt
+    )
     print(
         json.dumps(
             {

@@ -1,7 +1,10 @@
 """Post-training int8 quantization of an exported version, for the OpenVINO runtime.
 
 ``quantize_version`` reads the version's SavedModel with OpenVINO, quantizes it with NNCF on a
-few hundred images of the training split (never validation or test images), stores the int8 IR
+few hundred images of the training split (never validation or test images), optionally with
+accuracy control (``max_drop_pt``: NNCF's ``quantize_with_accuracy_control`` measures the
+validation split and reverts the layers that cost the most to float until the int8 model is
+within that many points of the float32 one), stores the int8 IR
 beside the SavedModel in ``VERSION/openvino-int8/`` and records in the model card what it
 measured on the full official test set: the int8 accuracy, the SavedModel's own (TensorFlow,
 float32) accuracy, the drop in points and the top-1 agreement between the two. The server's
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from training.config import ConfigError
 from training.contract import CARD_NAME, INPUT_NAME, INT8_DIR
-from training.data import DataError, load_cifar10, split_validation
+from training.data import DataError, Split, load_cifar10, split_validation
 from training.evaluate import classification_report, predict, saved_model_predictor
 from training.model_card import write_model_card
 from training.provenance import library_versions, utc_now
@@ -34,18 +38,93 @@ class QuantizeResult:
     top1_agreement: float
 
 
-def calibration_images(data: str, card: dict, count: int, seed: int) -> np.ndarray:
-    """``count`` training images the model was trained on: the version's validation split
-    (same fraction and seed as its training run) is left out."""
+def version_splits(data: str, card: dict) -> tuple[Split, Split]:
+    """The training and validation splits the version was trained with (same fraction and
+    seed as its training run), from data whose checksum must be the training data's."""
     cifar = load_cifar10(data)
     if card.get("data", {}).get("sha256") not in (None, cifar.sha256):
         raise DataError(f"{cifar.source}: checksum differs from the model's training data")
     cfg = card.get("training", {}).get("config", {})
-    train, _ = split_validation(cifar.train, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    return split_validation(cifar.train, cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+
+
+def calibration_images(train: Split, count: int, seed: int) -> np.ndarray:
+    """``count`` images of the training split, drawn with ``seed``."""
     pick = np.random.default_rng(seed).choice(
         len(train), size=min(count, len(train)), replace=False
     )
     return train.x[np.sort(pick)]
+
+
+def unique_node_names(model) -> int:
+    """Give every operation of an ``ov.Model`` its own name; returns how many were renamed.
+
+    The test-time flip calls the whole network twice, so OpenVINO reads each layer twice under
+    one name (``probs/bias`` ...), which NNCF's accuracy control refuses ("More than one node
+    in NNCFGraph matches name"). Repeats get ``/copy1``, ``/copy2``... appended.
+    """
+    seen: Counter[str] = Counter(op.get_friendly_name() for op in model.get_ordered_ops())
+    counts: Counter[str] = Counter()
+    renamed = 0
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        counts[name] += 1
+        if seen[name] > 1 and counts[name] > 1:
+            op.set_friendly_name(f"{name}/copy{counts[name] - 1}")
+            renamed += 1
+    return renamed
+
+
+def float_layers(model) -> list[str]:
+    """Convolutions and matrix products of a quantized ``ov.Model`` whose weights did not get
+    a quantizer: the layers kept in float."""
+    kept = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "MatMul"):
+            weights = op.input_value(1).get_node()
+            if weights.get_type_name() != "FakeQuantize":
+                kept.append(op.get_friendly_name())
+    return kept
+
+
+def _accuracy_controlled(model, calibration, validation: Split, max_drop_pt: float):
+    """NNCF's accuracy control on the validation split; returns the model and what it did."""
+    import nncf
+    import openvino as ov
+
+    def accuracy(compiled: ov.CompiledModel, batches) -> tuple[float, list[float]]:
+        correct: list[float] = []
+        for images, labels in batches:
+            probs = compiled({INPUT_NAME: images})[compiled.outputs[0]]
+            correct += (probs.argmax(1) == labels).astype(float).tolist()
+        return float(np.mean(correct)), correct
+
+    batches = [
+        (validation.x[i : i + 100], validation.y[i : i + 100])
+        for i in range(0, len(validation), 100)
+    ]
+    unique_node_names(model)
+    before = float_layers(model)
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(list(calibration[:, None]), lambda x: {INPUT_NAME: x}),
+        nncf.Dataset(batches),
+        accuracy,
+        max_drop=max_drop_pt / 100,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration),
+    )
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    float_acc, _ = accuracy(core.compile_model(model, "CPU", f32), batches)
+    int8_acc, _ = accuracy(core.compile_model(quantized, "CPU", f32), batches)
+    return quantized, {
+        "max_drop_pt": max_drop_pt,
+        "validation_images": len(validation),
+        "validation_accuracy_float32": float_acc,
+        "validation_accuracy_int8": int8_acc,
+        "kept_in_float": [name for name in float_layers(quantized) if name not in before],
+    }
 
 
 def openvino_predictor(model):
@@ -64,8 +143,15 @@ def openvino_predictor(model):
 
 
 def quantize_version(
-    version_dir: Path, data: str, images: int = 300, seed: int = 0, overwrite: bool = False
+    version_dir: Path,
+    data: str,
+    images: int = 300,
+    seed: int = 0,
+    overwrite: bool = False,
+    max_drop_pt: float | None = None,
 ) -> QuantizeResult:
+    """Quantize ``version_dir`` on ``images`` training images; with ``max_drop_pt``, under
+    NNCF's accuracy control on the version's validation split."""
     import nncf
     import openvino as ov
 
@@ -77,11 +163,18 @@ def quantize_version(
     if target.exists() and not overwrite:
         raise ConfigError(f"{target}: already exists; pass --overwrite to redo it")
     card = json.loads(card_path.read_text())
-    calibration = calibration_images(data, card, images, seed)
+    train, validation = version_splits(data, card)
+    calibration = calibration_images(train, images, seed)
 
-    model = ov.convert_model(version_dir)
-    dataset = nncf.Dataset(list(calibration[:, None]), lambda x: {INPUT_NAME: x})
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    model = ov.Core().read_model(version_dir)
+    control = None
+    if max_drop_pt is None:
+        dataset = nncf.Dataset(list(calibration[:, None]), lambda x: {INPUT_NAME: x})
+        quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    else:
+        if not len(validation):
+            raise ConfigError("accuracy control needs the version's validation split")
+        quantized, control = _accuracy_controlled(model, calibration, validation, max_drop_pt)
 
     test = load_cifar10(data).test
     int8_probs = predict(openvino_predictor(quantized), test.x)
@@ -101,8 +194,16 @@ def quantize_version(
     card["int8"] = {
         "path": f"{INT8_DIR}/model.xml",
         "created": utc_now(),
-        "method": "NNCF post-training quantization (nncf.quantize, default preset) of the "
-        "SavedModel as OpenVINO reads it",
+        "method": (
+            "NNCF post-training quantization (nncf.quantize, default preset) of the "
+            "SavedModel as OpenVINO reads it"
+            if control is None
+            else "NNCF post-training quantization with accuracy control "
+            "(nncf.quantize_with_accuracy_control, default preset) of the SavedModel as "
+            "OpenVINO reads it: layers that cost the most are reverted to float until the "
+            "validation split loses at most max_drop_pt points"
+        ),
+        **({"accuracy_control": control} if control else {}),
         "calibration": {
             "images": len(calibration),
             "source": "training split, the run's validation images left out",

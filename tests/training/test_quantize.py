@@ -48,3 +48,36 @@ def test_quantize_stores_int8_beside_the_savedmodel_and_measures_it(
     assert main(argv) == 2  # exists: refused without --overwrite
     assert "already exists" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
+
+
+def test_accuracy_control_names_every_node_and_keeps_the_validation_drop(
+    trained_run, cifar_dir, tmp_path, capsys
+):
+    """The flip-averaged export repeats every layer's name, which NNCF's accuracy control
+    refuses; named apart, it runs on the validation split and the card says what it did."""
+    import openvino as ov
+
+    from training.quantize import unique_node_names
+
+    models = tmp_path / "models"
+    export = ["export", "--run", str(trained_run), "--models-dir", str(models), "--name", "c10"]
+    assert main([*export, "--data", str(cifar_dir), "--tta-flip"]) == 0
+    version = models / "c10" / "1"
+    model = ov.Core().read_model(version)
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    assert len(set(names)) < len(names)  # the flip's second pass: same names again
+    assert unique_node_names(model) == len(names) - len(set(names))
+    assert len({op.get_friendly_name() for op in model.get_ordered_ops()}) == len(names)
+
+    argv = ["quantize", "--model", str(version), "--data", str(cifar_dir), "--images", "40"]
+    assert main([*argv, "--max-drop-pt", "1.0"]) == 0
+    card = json.loads((version / "model_card.json").read_text())
+    control = card["int8"]["accuracy_control"]
+    assert "quantize_with_accuracy_control" in card["int8"]["method"]
+    assert control["max_drop_pt"] == 1.0
+    assert control["validation_images"] == card["data"]["val_images"]
+    assert isinstance(control["kept_in_float"], list)
+    drop = 100 * (control["validation_accuracy_float32"] - control["validation_accuracy_int8"])
+    assert drop <= 1.0 + 1e-9
+    assert (version / "openvino-int8" / "model.xml").is_file()
+    assert load_served_model(version.parent, precision="int8").runtime.precision == "int8"
