@@ -55,7 +55,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Image.Image:
@@ -93,7 +93,7 @@ def decode_opened(
         if img.format == "JPEG":
             img.draft("RGB", (width_out * 2, height_out * 2))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
         rgb = _to_rgb(img)
         if rgb.size != (width_out, height_out):
             rgb = rgb.resize((width_out, height_out), Image.Resampling.LANCZOS)

@@ -76,6 +76,7 @@ class Metrics:
         self.predictions = Counter(
             "predictions_total", "Top-1 predictions by class.", ["label"], registry=r
         )
+        self._prediction_series: dict[str, Counter] = {}  # labelled children, looked up once
         self.model_info = Info("model", "The model being served.", registry=r)
         self.reloads = Counter(
             "model_reloads_total",
@@ -84,6 +85,13 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("model_ready", "1 once the model is loaded and warmed up.", registry=r)
+
+    def count_prediction(self, label: str) -> None:
+        """``predictions_total{label}`` + 1, without the label lookup on every request."""
+        child = self._prediction_series.get(label)
+        if child is None:
+            child = self._prediction_series[label] = self.predictions.labels(label)
+        child.inc()
 
 
 class MetricsMiddleware:
