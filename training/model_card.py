@@ -345,6 +345,13 @@ def render_model_card(card: dict, version_dir: Path | None = None) -> str:
         _evaluation(card),
         _limitations(card),
         _files(version_dir),
+        [
+            "## License and citation",
+            "",
+            f"`{card.get('license', LICENSE)}`, as the repository that trained it "
+            "([LICENSE](../../../LICENSE)). Training data: Alex Krizhevsky, *Learning Multiple "
+            "Layers of Features from Tiny Images*, technical report, 2009.",
+        ],
     ]
     body = "\n\n".join("\n".join(section) for section in sections)
     return f"---\n{meta}---\n\n{body}\n"
