@@ -19,15 +19,9 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from training.config import ConfigError, TrainConfig, load_config_file
+from training.config import DATA_HELP, ConfigError, TrainConfig, load_config_file
 from training.data import DataError
 from training.select import DEFAULT_TOLERANCE_PT
-
-DEFAULT_DATA_HELP = (
-    "CIFAR-10: a cifar-10-batches-py directory (or its parent), the official "
-    "cifar-10-python.tar.gz, or 'download' (Keras download, needs internet)"
-)
-
 
 GROUPS = ("data", "model", "optimisation", "augmentation", "run")
 
@@ -97,7 +91,7 @@ def _eval_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a training run directory")
     src.add_argument("--saved-model", type=Path, help="an exported SavedModel version directory")
-    p.add_argument("--data", default="download", help=DEFAULT_DATA_HELP)
+    p.add_argument("--data", default="download", help=DATA_HELP)
     p.add_argument(
         "--split",
         choices=["test", "val"],
@@ -157,7 +151,7 @@ def _quantize_parser(sub) -> None:
         "their top-1 agreement go into the model card.",
     )
     p.add_argument("--model", type=Path, required=True, help="an exported version directory")
-    p.add_argument("--data", default="download", help=DEFAULT_DATA_HELP)
+    p.add_argument("--data", default="download", help=DATA_HELP)
     p.add_argument("--images", type=int, default=300, help="calibration images (300)")
     p.add_argument("--seed", type=int, default=0, help="which calibration images (0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing int8 copy")

@@ -54,16 +54,17 @@ def option(
     return field(default=default, metadata=meta)
 
 
+DATA_HELP = (
+    "CIFAR-10: a cifar-10-batches-py directory (or its parent), the official "
+    "cifar-10-python.tar.gz, or 'download' (Keras download, needs internet)"
+)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; written beside it as ``config.json``."""
 
-    data: str = option(
-        "download",
-        "CIFAR-10: a cifar-10-batches-py directory (or its parent), the official "
-        "cifar-10-python.tar.gz, or 'download' (Keras download, needs internet)",
-        "data",
-    )
+    data: str = option("download", DATA_HELP, "data")
     val_fraction: float = option(0.1, "share of the training set held out for validation", "data")
     limit_train: int | None = option(
         None, "debug: only the first N training (and validation) images", "data"
