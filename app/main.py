@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.direct import DirectRoutes
 from app.api.main import routers
@@ -62,6 +63,40 @@ def package_version() -> str:
         return version("cifar10-resnet50-service")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "0+unknown"
+
+
+class ServiceApp(FastAPI):
+    """The FastAPI app, whose inference paths skip FastAPI's own per-request layers.
+
+    ``add_service_middleware`` gives it the service's middleware (metrics, request ids and the
+    safety net, the body-size cap) twice: inside FastAPI for every other request, and as a
+    stack of its own in front of ``DirectRoutes`` for the inference paths, so that both kinds
+    of request pass the same checks and are counted by the same metrics. (FastAPI's native
+    OpenTelemetry, off unless an OpenTelemetry SDK is configured, does not see the inference
+    paths.)
+    """
+
+    direct_stack: ASGIApp | None = None
+    direct_routes: DirectRoutes | None = None
+
+    def add_service_middleware(self, settings: Settings, metrics: Metrics) -> None:
+        def wrap(inner: ASGIApp) -> ASGIApp:
+            inner = BodySizeLimitMiddleware(inner, max_bytes=settings.max_request_bytes)
+            inner = SafetyNetMiddleware(inner, metrics=metrics)  # request ids; JSON 500s
+            return MetricsMiddleware(inner, metrics=metrics)  # outermost: counts every status
+
+        self.direct_routes = DirectRoutes(None, routers=routers, paths=DIRECT_PATHS)
+        self.direct_stack = wrap(self.direct_routes)
+        self.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+        self.add_middleware(SafetyNetMiddleware, metrics=metrics)
+        self.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.direct_stack is not None and self.direct_routes.match(scope) is not None:
+            scope["app"] = self  # what Starlette sets: request.app for the endpoints
+            await self.direct_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, model: ServedModel | None = None) -> FastAPI:
@@ -125,6 +160,9 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    # fastapi_offline builds a plain FastAPI with the offline docs routes; make it a ServiceApp
+    # (a subclass with the same attributes and one method more).
+    app.__class__ = ServiceApp
     app.state.settings, app.state.metrics = settings, metrics
     app.state.api_keys = APIKeys(parse_keys(settings.api_keys))
     app.state.model = app.state.batcher = app.state.reloader = None
@@ -151,10 +189,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
-    app.add_middleware(DirectRoutes, routers=routers, paths=DIRECT_PATHS)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
+    app.add_service_middleware(settings, metrics)
     return app
 
 

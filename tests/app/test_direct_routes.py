@@ -60,3 +60,29 @@ def test_every_direct_path_is_a_declared_route():
     assert {(m, r.path) for m, _, _, r in routes} == set(DIRECT_PATHS)
     with pytest.raises(ValueError, match="no such routes"):
         DirectRoutes(None, routers, [("POST", "/nowhere")])
+
+
+def test_inference_paths_skip_fastapis_stack_but_not_the_services_middleware(tiny_model_root):
+    """With FastAPI's own middleware stack broken, the inference paths still answer, with a
+    request id and counted in the metrics; every other path goes through that stack."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.helpers import make_settings, wait_ready
+
+    app = create_app(make_settings(tiny_model_root))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        before = _count(client, "/predict", 200)
+
+        async def broken(scope, receive, send):
+            raise RuntimeError("FastAPI's stack was used")
+
+        fastapi_stack, app.middleware_stack = app.middleware_stack, broken
+        try:
+            r = client.post("/predict", files={"file": ("x.png", image_bytes(), "image/png")})
+            assert r.status_code == 200 and r.headers["x-request-id"]
+            assert client.get("/health").status_code == 500  # the broken stack raised
+        finally:
+            app.middleware_stack = fastapi_stack
+        assert _count(client, "/predict", 200) == before + 1
