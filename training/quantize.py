@@ -59,11 +59,12 @@ def calibration_images(train: Split, count: int, seed: int) -> np.ndarray:
 def unique_node_names(model) -> int:
     """Give every operation of an ``ov.Model`` its own name; returns how many were renamed.
 
-    NNCF's accuracy control finds layers by name and stops when one name matches two nodes
-    ("More than one node in NNCFGraph matches name probs/bias", met on version 2 read with
-    ``ov.convert_model``, whose flip average calls the network twice). ``Core.read_model``,
-    used here, names the two calls apart (measured on version 2: 1,084 operations, 1,084
-    names); this makes sure of it for any model: repeats get ``/copy1``, ``/copy2``...
+    NNCF's accuracy control looks layers up by name when it reverts them to float, and stops
+    when one name matches two nodes ("More than one node in NNCFGraph matches name
+    probs/bias", reported on version 2, whose flip average calls the network twice). Not
+    reproduced since: version 2's operations have unique names both as ``Core.read_model``
+    (1,084 of 1,084) and as ``ov.convert_model`` (638 of 638) read it. This guards any model
+    anyway: repeats get ``/copy1``, ``/copy2``...
     """
     seen: Counter[str] = Counter(op.get_friendly_name() for op in model.get_ordered_ops())
     counts: Counter[str] = Counter()
