@@ -85,15 +85,17 @@ class ServiceApp(FastAPI):
             inner = SafetyNetMiddleware(inner, metrics=metrics)  # request ids; JSON 500s
             return MetricsMiddleware(inner, metrics=metrics)  # outermost: counts every status
 
-        self.direct_routes = DirectRoutes(None, routers=routers, paths=DIRECT_PATHS)
+        self.direct_routes = DirectRoutes(routers=routers, paths=DIRECT_PATHS)
         self.direct_stack = wrap(self.direct_routes)
         self.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
         self.add_middleware(SafetyNetMiddleware, metrics=metrics)
         self.add_middleware(MetricsMiddleware, metrics=metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.direct_stack is not None and self.direct_routes.match(scope) is not None:
+        matched = self.direct_routes.match(scope) if self.direct_routes is not None else None
+        if matched is not None:
             scope["app"] = self  # what Starlette sets: request.app for the endpoints
+            scope["route"], scope["path_params"] = matched  # what its router sets
             await self.direct_stack(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

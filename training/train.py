@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from training.augment import AugmentedBatches, UploadAugmentation, one_hot
 from training.averaging import WeightAverage
@@ -56,6 +57,11 @@ class _Prepared:
     train: Split
     val: Split
     class_names: list[str]
+
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(images, one-hot targets)`` of the validation split, or ``None`` without one."""
+        return (self.val.x, one_hot(self.val.y)) if len(self.val) else None
 
 
 def _prepare_data(cfg: TrainConfig, run_dir: Path) -> _Prepared:
@@ -118,8 +124,7 @@ def train(
     )
     run = RunState(run_dir, classifier)
     if cfg.ema_momentum:
-        validation = (data.val.x, one_hot(data.val.y)) if len(data.val) else None
-        run.average = WeightAverage(classifier, cfg.ema_momentum, validation)
+        run.average = WeightAverage(classifier, cfg.ema_momentum, data.validation)
     first_epoch, resume_phase = 0, None
     if resume:
         state = run.load_checkpoint()
@@ -163,7 +168,6 @@ def _fit_phases(
         ),
         workers=cfg.workers,
     )
-    validation = (data.val.x, one_hot(data.val.y)) if len(data.val) else None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     jit_compile = resolve_jit_compile(cfg)
 
@@ -184,7 +188,7 @@ def _fit_phases(
             model.compile(run.optimizer, loss, metrics=["accuracy"], jit_compile=jit_compile)
             model.fit(
                 dataset,
-                validation_data=validation,
+                validation_data=data.validation,
                 batch_size=cfg.batch_size,
                 shuffle=False,  # order is the dataset's, per (seed, epoch), so resume is exact
                 initial_epoch=start,

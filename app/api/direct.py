@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import error_response_for
 
@@ -29,54 +29,36 @@ Endpoint = Callable[..., Awaitable[Response]]
 
 
 class DirectRoutes:
-    """Call the endpoints of ``paths`` (``(method, path template)`` of routes in ``routers``
-    whose endpoint takes the request and the path's parameters) directly; pass everything else
-    on to ``app``."""
+    """The endpoints of ``paths`` (``(method, path template)`` of routes in ``routers`` whose
+    endpoint takes the request and the path's parameters): ``match`` finds a request's route,
+    and the instance, as an ASGI app, calls the endpoint of a request that ``match`` found
+    (``scope["route"]`` and ``scope["path_params"]`` set), as FastAPI's router would."""
 
-    def __init__(
-        self, app: ASGIApp, routers: list[APIRouter], paths: list[tuple[str, str]]
-    ) -> None:
-        self.app = app
-        self.routes: list[tuple[str, re.Pattern, Endpoint, APIRoute]] = []
+    def __init__(self, routers: list[APIRouter], paths: list[tuple[str, str]]) -> None:
+        self.routes: list[tuple[str, re.Pattern, APIRoute]] = []
         for router in routers:
             for route in router.routes:
                 for method in getattr(route, "methods", ()):
                     if isinstance(route, APIRoute) and (method, route.path) in paths:
-                        self.routes.append((method, route.path_regex, route.endpoint, route))
-        missing = set(paths) - {(m, r.path) for m, _, _, r in self.routes}
+                        self.routes.append((method, route.path_regex, route))
+        missing = set(paths) - {(m, r.path) for m, _, r in self.routes}
         if missing:
             raise ValueError(f"no such routes: {sorted(missing)}")
 
-    def match(self, scope: Scope) -> tuple[Endpoint, APIRoute, dict[str, str]] | None:
-        """The endpoint, route and path parameters of an HTTP request to one of the paths."""
+    def match(self, scope: Scope) -> tuple[APIRoute, dict[str, str]] | None:
+        """The route and path parameters of an HTTP request to one of the paths."""
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
-            for route_method, regex, endpoint, route in self.routes:
+            for route_method, regex, route in self.routes:
                 if method == route_method and (found := regex.match(path)):
-                    return endpoint, route, found.groupdict()
+                    return route, found.groupdict()
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = self.match(scope)
-        if matched is None:
-            await self.app(scope, receive, send)
-            return
-        endpoint, route, params = matched
-        await self._call(endpoint, route, params, scope, receive, send)
-
-    @staticmethod
-    async def _call(
-        endpoint: Endpoint,
-        route: APIRoute,
-        params: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        scope["route"], scope["path_params"] = route, params
+        endpoint: Endpoint = scope["route"].endpoint
         request = Request(scope, receive, send)
         try:
-            response = await endpoint(request, **params)
+            response = await endpoint(request, **scope["path_params"])
         except Exception as exc:
             response = await error_response_for(request, exc)
             if response is None:

@@ -56,10 +56,10 @@ def test_other_methods_and_paths_pass_through(client):
 
 
 def test_every_direct_path_is_a_declared_route():
-    routes = DirectRoutes(None, routers, DIRECT_PATHS).routes
-    assert {(m, r.path) for m, _, _, r in routes} == set(DIRECT_PATHS)
+    routes = DirectRoutes(routers, DIRECT_PATHS).routes
+    assert {(m, r.path) for m, _, r in routes} == set(DIRECT_PATHS)
     with pytest.raises(ValueError, match="no such routes"):
-        DirectRoutes(None, routers, [("POST", "/nowhere")])
+        DirectRoutes(routers, [("POST", "/nowhere")])
 
 
 def test_inference_paths_skip_fastapis_stack_but_not_the_services_middleware(tiny_model_root):
