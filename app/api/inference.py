@@ -25,6 +25,7 @@ from app.errors import APIError
 from app.images import decode_opened, open_upload
 from app.metrics import Metrics
 from app.model import ServedModel
+from app.png import decode_plain_png
 
 # Up to this many declared pixels decoding takes less time than a hop to the thread pool;
 # larger images are decoded off the event loop so that they never stall other requests.
@@ -119,9 +120,14 @@ class InferenceCore:
 
     async def decode(self, image: EncodedImage) -> np.ndarray:
         """Check the size and header (format, declared dimensions), then decode to
-        ``(h, w, 3)`` uint8 at the model's input size."""
+        ``(h, w, 3)`` uint8 at the model's input size. A plain PNG of that size (the common
+        upload) takes ``app.png``'s fast path; everything else, and every error, Pillow's."""
         self.check_size(len(image.data), image.name)
-        img = open_upload(image.data, self.settings.max_image_pixels, image.name)  # header only
+        settings = self.settings
+        plain = decode_plain_png(image.data, self.model.input_size, settings.max_image_pixels)
+        if plain is not None:
+            return plain
+        img = open_upload(image.data, settings.max_image_pixels, image.name)  # header only
         width, height = img.size
         if width * height <= INLINE_DECODE_PIXELS:
             return decode_opened(img, self.model.input_size, image.name)
