@@ -1,12 +1,14 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Requests wait in a bounded queue; one dedicated inference thread takes everything waiting (up
+Requests wait in a bounded queue; a dedicated inference thread takes everything waiting (up
 to ``max_batch_size`` images, after at most ``max_wait_s`` for more to arrive), runs the model,
 and hands each slice of the result back to its request on the event loop. The thread picks its
 next batch itself as soon as a call ends, so the model never waits for a busy event loop, and
-the event loop never blocks on TensorFlow (it only takes a lock that the thread holds for a few
+the event loop never blocks on the model (it only takes a lock that the thread holds for a few
 list operations). While the model is busy the next batch fills by itself, so batching costs
-nothing at low load and amortises the model under high load.
+nothing at low load and amortises the model under high load. A runtime that computes several
+batches at once (``workers``: its streams) gets one such thread per stream, each taking the
+next batch as soon as its own call ends.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Runs ``predict`` on batches of the images that requests ``submit``, in one thread.
+    """Runs ``predict`` on batches of the images that requests ``submit``, in ``workers``
+    threads (one call each at a time).
 
-    ``start`` (on the event loop) starts the inference thread, which runs the warm-up first;
+    ``start`` (on the event loop) starts the inference threads; the first runs the warm-up;
     ``ready`` is set when it succeeded, ``settled`` when it ended either way (``failure`` then
     says why it did not succeed). ``submit`` raises ``QueueFullError`` beyond ``queue_limit``
     waiting images and ``BatcherClosedError`` (``ModelFailedError`` after a failed warm-up)
@@ -65,7 +68,10 @@ class MicroBatcher:
         max_wait_s: float,
         queue_limit: int,
         metrics: Metrics | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self._predict = predict
         self._tag: object = None  # what computed a batch (the served model), see ``swap``
         self.max_batch_size = max_batch_size
@@ -78,19 +84,28 @@ class MicroBatcher:
         self._closed: str | None = None  # why new work is refused
         self.failure: str | None = None  # why the model will never serve (a failed warm-up)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.workers = workers
+        self._threads: list[threading.Thread] = []
+        self._warmed = threading.Event()  # the warm-up ended, either way
         self._warm_up: Callable[[], None] | None = None
         self.ready = asyncio.Event()  # set once the warm-up succeeded
         self.settled = asyncio.Event()  # set once the warm-up ended, either way
 
     def start(self, warm_up: Callable[[], None] | None = None) -> None:
-        """Start the inference thread; it runs ``warm_up`` first, then serves."""
+        """Start the inference threads (``inference``, ``inference-2``, ...): the first runs
+        ``warm_up``, the others wait for it; then all serve."""
         self._loop = asyncio.get_running_loop()
         # Handed over through an attribute the thread clears, not the thread's args (which
         # live as long as the thread): the warm-up may refer to a model a reload must free.
         self._warm_up = warm_up
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._thread.start()
+        self._start_thread(self._work, "inference")
+        for i in range(2, self.workers + 1):
+            self._start_thread(self._serve_after_warm_up, f"inference-{i}")
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def swap(self, predict: Callable[[np.ndarray], np.ndarray], tag: object = None) -> None:
         """Compute every batch from now on with ``predict`` (a batch already running finishes
@@ -117,16 +132,20 @@ class MicroBatcher:
                 )
             self._waiting.append(_Pending(images, future, time.perf_counter()))
             self._set_depth(self._waiting_images + len(images))
-            self._changed.notify()
+            if self.max_wait_s > 0 and self.workers > 1:
+                self._changed.notify_all()  # a thread waiting for company must hear of it
+            else:
+                self._changed.notify()  # one idle thread is enough
         return await future
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Refuse new work, finish what is queued (within ``timeout``), stop the thread."""
+        """Refuse new work, finish what is queued (within ``timeout``), stop the threads."""
         with self._changed:
             self._closed = self._closed or "server is shutting down"
-            self._changed.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, timeout)
+            self._changed.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
         await asyncio.sleep(0)  # let the last results reach their requests
         self._fail_all_waiting()  # anything still queued after the timeout
 
@@ -147,11 +166,21 @@ class MicroBatcher:
                     self._closed = self.failure = (
                         f"the model failed to warm up: {type(exc).__name__}: {exc}"
                     )
+                self._warmed.set()
                 self._to_loop(self._fail_all_waiting)
                 self._to_loop(self.settled.set)
                 return
+        self._warmed.set()
         self._to_loop(self.ready.set)
         self._to_loop(self.settled.set)
+        self._serve()
+
+    def _serve_after_warm_up(self) -> None:
+        self._warmed.wait()
+        if self.failure is None:
+            self._serve()
+
+    def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
             self._execute(batch)
 

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
         description="auto: int8 where the version has an accepted one (OpenVINO), else bf16 "
         "where the CPU has AVX512_BF16 or AMX (OpenVINO), else f32.",
     )
+    inference_streams: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Batches the model computes at once, each on its share of the cores "
+        "(OpenVINO; 1: every core on each batch, the lowest latency; 2 on 2 cores: more "
+        "images per second under load, more latency for one image).",
+    )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per image file.")
     max_files: int = Field(32, ge=1, description="Images per request (field 'files').")
     max_image_pixels: int = Field(

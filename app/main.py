@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             settings.model_version,
             settings.runtime,
             settings.precision,
+            settings.inference_streams,
         )
         metrics.model_info.info({k: str(v) for k, v in loaded.describe().items()})
         batcher = MicroBatcher(
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             max_wait_s=settings.max_batch_wait_ms / 1000,
             queue_limit=settings.queue_limit,
             metrics=metrics,
+            workers=loaded.streams,
         )
         batcher.swap(loaded.predict, loaded)  # answers name the model that computed them
 
@@ -210,6 +212,7 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-version", type=int)
     parser.add_argument("--runtime", help="auto, openvino or tensorflow")
     parser.add_argument("--precision", help="auto, f32, bf16 or int8")
+    parser.add_argument("--inference-streams", type=int, help="batches computed at once")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
@@ -225,7 +228,11 @@ def run(argv: list[str] | None = None) -> None:
     )
     try:
         model = load_served_model(
-            settings.model_dir, settings.model_version, settings.runtime, settings.precision
+            settings.model_dir,
+            settings.model_version,
+            settings.runtime,
+            settings.precision,
+            settings.inference_streams,
         )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,23 +42,40 @@ class ServedModel:
     def input_size(self) -> tuple[int, int]:
         return self.runtime.input_size
 
+    @property
+    def streams(self) -> int:
+        """How many ``predict`` calls compute at once (``Runtime.streams``)."""
+        return self.runtime.streams
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.runtime.predict(images)
 
     def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
-        """Run the model so the first request does not pay for graph setup."""
+        """Run the model so the first request does not pay for graph setup: every stream
+        (one thread each, all at once), ``runs`` times at each batch size."""
         h, w = self.input_size
-        for _ in range(runs):
+
+        def warm_one_stream() -> None:
             for n in batch_sizes:
-                self.predict(np.zeros((n, h, w, 3), dtype=np.uint8))
+                for _ in range(runs):
+                    self.predict(np.zeros((n, h, w, 3), dtype=np.uint8))
+
+        if self.streams == 1:
+            warm_one_stream()
+            return
+        with ThreadPoolExecutor(self.streams, thread_name_prefix="warm-up") as pool:
+            for done in [pool.submit(warm_one_stream) for _ in range(self.streams)]:
+                done.result()  # a failure is raised here
 
     def describe(self) -> dict:
-        """What serves: name, version, runtime and precision (for /model, logs, metrics)."""
+        """What serves: name, version, runtime, precision and streams (for /model, logs,
+        metrics)."""
         return {
             "name": self.name,
             "version": self.version,
             "runtime": self.runtime.name,
             "precision": self.runtime.precision,
+            "streams": self.runtime.streams,
         }
 
 
@@ -98,14 +116,16 @@ def load_served_model(
     version: int | None = None,
     runtime: str = "auto",
     precision: str = "auto",
+    streams: int = 1,
 ) -> ServedModel:
-    """Load and check a model version; every failure is a one-line ``ModelLoadError``."""
+    """Load and check a model version (computing ``streams`` batches at once where the
+    runtime can); every failure is a one-line ``ModelLoadError``."""
     path = resolve_version_dir(Path(model_dir), version)
     card = _read_card(path)
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: no saved_model.pb (not a SavedModel)")
     try:
-        loaded = select(runtime, precision, path, card)
+        loaded = select(runtime, precision, path, card, streams)
     except (RuntimeConfigError, RuntimeLoadError) as exc:
         raise ModelLoadError(str(exc)) from None
     if loaded.num_classes != len(card["class_names"]):
@@ -122,11 +142,12 @@ def load_served_model(
         runtime=loaded,
     )
     log.info(
-        "loaded model %s version %s from %s: runtime %s, precision %s",
+        "loaded model %s version %s from %s: runtime %s, precision %s, %d stream(s)",
         model.name,
         model.version,
         path,
         loaded.name,
         loaded.precision,
+        loaded.streams,
     )
     return model

@@ -91,6 +91,7 @@ class ModelReloader:
                 version,
                 self.settings.runtime,
                 self.settings.precision,
+                self.settings.inference_streams,
             )
             if new.class_names != current.class_names or new.input_size != current.input_size:
                 raise ValueError(

@@ -4,7 +4,8 @@
     python benchmarks/compare_revisions.py --trees /tmp/before,. --variant openvino:bf16
 
 Starts one server per source tree (``python -m app`` run from that tree, on the same model
-folder and variant), then interleaves rounds: each tree's server under ``wrk`` at ``--clients``
+folder and variant; with ``--streams 1,2``, one per tree and streams setting), then
+interleaves rounds: each tree's server under ``wrk`` at ``--clients``
 connections (``serving.py``'s ``wrk_load``), the bare model at that server's mean batch, and the
 server at 1 connection against the bare batch-1 latency. Prints every round and the medians:
 served throughput, the ratio to the bare model at the server's mean batch, event-loop and
@@ -43,15 +44,21 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=16, help="CIFAR10_MAX_BATCH_SIZE of the servers")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--raw", action="store_true", help="raw PNG bodies instead of multipart")
+    ap.add_argument(
+        "--streams", default="1", help="CIFAR10_INFERENCE_STREAMS of the servers, comma-separated"
+    )
     args = ap.parse_args()
     hw = cpu_report()
     print(
         f"machine: {hw['cpu']} (family {hw.get('cpu_family')} model {hw.get('model')}), "
         f"{hw['cores']} cores, flags: {' '.join(hw['flags']) or 'none of interest'}"
     )
-    trees = [Path(t).resolve() for t in args.trees.split(",")]
+    trees = [
+        (Path(t).resolve(), int(n)) for t in args.trees.split(",") for n in args.streams.split(",")
+    ]
     servers = {
-        t: serving.start_server(args.model_dir, args.variant, args.cap, tree=t) for t in trees
+        (t, n): serving.start_server(args.model_dir, args.variant, args.cap, tree=t, streams=n)
+        for t, n in trees
     }
     try:
         for server, port in servers.values():
@@ -60,10 +67,14 @@ def main() -> None:
         payloads = serving.png_payloads(args.data, 256)
         requests = serving.write_wrk_requests(Path(tempfile.mkdtemp()), payloads, raw=args.raw)
         runtime, precision = args.variant.split(":")
-        model = load_served_model(args.model_dir, None, runtime, precision)
-        rows: dict[Path, list[dict]] = {t: [] for t in trees}
+        models = {
+            n: load_served_model(args.model_dir, None, runtime, precision, n)
+            for n in {n for _, n in trees}
+        }
+        rows: dict[tuple[Path, int], list[dict]] = {t: [] for t in trees}
         for _ in range(args.rounds):
             for tree, (server, port) in servers.items():
+                model = models[tree[1]]
                 many = serving.wrk_load(port, server.pid, requests, args.clients, 5.0)
                 mean = max(1, round(many["mean_batch"]))
                 bare = serving.bare_throughput(model, mean, 2.0)
@@ -79,15 +90,19 @@ def main() -> None:
                     "errors": many["errors"] + one["errors"],
                 }
                 rows[tree].append(row)
-                print(tree, {k: round(v, 3) for k, v in row.items()}, flush=True)
+                print(*name(tree), {k: round(v, 3) for k, v in row.items()}, flush=True)
         print(f"\nmedians of {args.rounds} rounds, {args.variant}, {args.clients} connections:")
         for tree in trees:
             med = {k: round(float(np.median([r[k] for r in rows[tree]])), 3) for k in rows[tree][0]}
-            print(tree, med)
+            print(*name(tree), med)
     finally:
         for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=60)
+
+
+def name(tree: tuple[Path, int]) -> tuple[str, str]:
+    return str(tree[0]), f"streams={tree[1]}"
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +65,18 @@ from app.runtimes import INT8_DIR, resolve  # noqa: E402
 
 
 def bare_throughput(model: ServedModel, batch: int, seconds: float) -> dict:
-    """Images/s (images done / wall time, as for the server) and p50 call latency."""
+    """Images/s (images done / wall time, as for the server) and p50 call latency. A model
+    with several streams is driven as the server drives it: one thread per stream, each
+    calling at once; its figure is the sum of the threads'."""
     h, w = model.input_size
     x = np.random.default_rng(batch).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    times = time_calls(model.predict, x, seconds)
-    p50 = float(np.median(times))
-    return {"batch": batch, "throughput": batch * len(times) / sum(times), "p50_ms": 1000 * p50}
+    with ThreadPoolExecutor(model.streams) as pool:
+        per_stream = list(
+            pool.map(lambda _: time_calls(model.predict, x, seconds), range(model.streams))
+        )
+    throughput = sum(batch * len(times) / sum(times) for times in per_stream)
+    p50 = float(np.median([t for times in per_stream for t in times]))
+    return {"batch": batch, "throughput": throughput, "p50_ms": 1000 * p50}
 
 
 def png_payloads(data: str | None, n: int) -> list[bytes]:
@@ -350,9 +357,11 @@ def thread_cpu_s(pid: int, tid: int) -> float:
 
 def python_thread_cpu_s(pid: int) -> tuple[float, float]:
     """CPU seconds of the event loop (the main thread) and of every Python thread but the
-    inference thread (which runs the model), from one reading of each thread."""
-    cpu = {tid: thread_cpu_s(pid, tid) for tid in python_threads(pid)}
-    outside = sum(t for tid, t in cpu.items() if python_threads(pid)[tid] != "inference")
+    inference threads (``inference``, ``inference-2``, ...: they run the model), from one
+    reading of each thread."""
+    names = python_threads(pid)
+    cpu = {tid: thread_cpu_s(pid, tid) for tid in names}
+    outside = sum(t for tid, t in cpu.items() if not names[tid].startswith("inference"))
     return cpu[pid], outside
 
 
@@ -425,15 +434,22 @@ def default_variant(model_dir: Path) -> str:
 
 
 def start_server(
-    model_dir: Path, variant: str, batch_cap: int | None = None, tree: Path = ROOT
+    model_dir: Path,
+    variant: str,
+    batch_cap: int | None = None,
+    tree: Path = ROOT,
+    streams: int | None = None,
 ) -> tuple[subprocess.Popen, int]:
     """``python -m app`` serving ``variant``, run from the source ``tree`` (this one unless
-    another checkout is compared), with the batch cap set where given."""
+    another checkout is compared), with the batch cap and streams set where given (else as
+    the environment says)."""
     runtime, precision = variant.split(":")
     port = free_port()
     env = {**os.environ, "CIFAR10_LOG_LEVEL": "warning", "PYTHONPATH": str(tree)}
     if batch_cap is not None:
         env["CIFAR10_MAX_BATCH_SIZE"] = str(batch_cap)
+    if streams is not None:
+        env["CIFAR10_INFERENCE_STREAMS"] = str(streams)
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
         + ["--model-dir", str(model_dir), "--runtime", runtime, "--precision", precision],
@@ -568,7 +584,10 @@ def print_report(result: dict) -> None:
         f"\nmachine: {hw['cpu']} (family {hw.get('cpu_family')} model {hw.get('model')}), "
         f"{hw['cores']} cores, flags: {' '.join(hw['flags']) or 'none of interest'}"
     )
-    print(f"model: {result['model_dir']}; default variant here: {result['default']}")
+    print(
+        f"model: {result['model_dir']}; default variant here: {result['default']}; "
+        f"OpenVINO streams: {result.get('streams', 1)} (CIFAR10_INFERENCE_STREAMS)"
+    )
     print("\nBare model, in-process, batch sweep (images/s):\n")
     batches = [r["batch"] for r in next(iter(result["sweeps"].values()))]
     print("| variant | " + " | ".join(f"batch {b}" for b in batches) + " |")
@@ -642,7 +661,8 @@ def main() -> int:
     names = args.variants.split(",") if args.variants else default_variants(args.model_dir)
     reference, default = names[0], default_variant(args.model_dir)
     payloads = png_payloads(args.data, args.images)
-    cap = Settings().max_batch_size  # the server's batch cap (it reads the same environment)
+    # the servers' batch cap and streams (they read the same environment)
+    cap, streams = Settings().max_batch_size, Settings().inference_streams
     wide_clients, wide_cap = (int(x) for x in args.wide.split(":")) if args.wide else (0, 0)
     wrk_requests = write_wrk_requests(
         Path(tempfile.mkdtemp(prefix="wrk-requests-")), payloads, raw=args.raw
@@ -668,7 +688,7 @@ def main() -> int:
             if args.wide:
                 v["wide_requests"] = [build_request(v["wide_port"], p) for p in payloads]
             runtime, precision = name.split(":")
-            v["model"] = load_served_model(args.model_dir, None, runtime, precision)
+            v["model"] = load_served_model(args.model_dir, None, runtime, precision, streams)
         sweeps = {}
         for name, v in variants.items():
             sweeps[name] = [
@@ -700,6 +720,7 @@ def main() -> int:
         "reference": reference,
         "default": default,
         "batch_cap": cap,
+        "streams": streams,
         "load": args.load + (" (raw bodies)" if args.raw else " (multipart)"),
         "wide": {"clients": wide_clients, "cap": wide_cap} if args.wide else None,
         "rounds_count": args.rounds,

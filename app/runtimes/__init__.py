@@ -88,13 +88,16 @@ def resolve(runtime: str, precision: str, version_dir: Path, card: dict) -> tupl
     return runtime, precision
 
 
-def select(runtime: str, precision: str, version_dir: Path, card: dict) -> Runtime:
-    """Load ``version_dir`` with the resolved runtime and precision."""
+def select(
+    runtime: str, precision: str, version_dir: Path, card: dict, streams: int = 1
+) -> Runtime:
+    """Load ``version_dir`` with the resolved runtime and precision; OpenVINO computes
+    ``streams`` batches at once (TensorFlow one, on every core)."""
     runtime, precision = resolve(runtime, precision, version_dir, card)
     if runtime == "openvino":
         from app.runtimes.openvino import OpenVINORuntime
 
-        return OpenVINORuntime.load(version_dir, precision)
+        return OpenVINORuntime.load(version_dir, precision, streams)
     from app.runtimes.tensorflow import TensorFlowRuntime
 
     return TensorFlowRuntime.load(version_dir)

@@ -32,12 +32,15 @@ class RuntimeLoadError(Exception):
 class Runtime(Protocol):
     """A loaded model: uint8 ``[n, h, w, 3]`` images in, float32 ``[n, classes]`` out.
 
-    ``predict`` is called from one thread at a time (the batcher's inference thread).
+    ``predict`` is safe to call from several threads; ``streams`` says how many calls
+    compute at once, each on its share of the cores (the batcher runs that many inference
+    threads). Further calls wait for a free stream.
     """
 
     name: str  # "openvino" or "tensorflow"
     precision: str  # "f32", "bf16" or "int8"
     input_size: tuple[int, int]  # (height, width) of the input images
     num_classes: int
+    streams: int
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...

@@ -1,4 +1,7 @@
-"""The TensorFlow runtime: the SavedModel's ``serving_default`` signature, float32."""
+"""The TensorFlow runtime: the SavedModel's ``serving_default`` signature, float32.
+
+One stream: TensorFlow splits every operation over all cores (concurrent calls are safe, and
+share those cores)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class TensorFlowRuntime:
     _loaded: object = field(repr=False)  # keeps the trackable object (and its variables) alive
     name: str = "tensorflow"
     precision: str = "f32"
+    streams: int = 1
 
     @classmethod
     def load(cls, path: Path) -> TensorFlowRuntime:

@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from app.batching import BatcherClosedError, MicroBatcher, ModelFailedError, QueueFullError
-from tests.helpers import image_bytes
+from app.main import create_app
+from tests.helpers import image_bytes, make_settings, wait_ready
 
 
 class GatedSum:
@@ -130,6 +132,20 @@ def test_model_failure_reaches_every_request_in_the_batch():
 
 
 def test_concurrent_http_requests_match_sequential_answers(client):
+    concurrent_answers_match_sequential_ones(client)
+
+
+def test_a_two_stream_server_answers_as_one_stream(tiny_model_root):
+    settings = make_settings(tiny_model_root, runtime="openvino", inference_streams=2)
+    with TestClient(create_app(settings)) as two_streams:
+        wait_ready(two_streams)
+        assert two_streams.get("/model").json()["served"]["streams"] == 2
+        names = {t.name for t in threading.enumerate()}
+        assert {"inference", "inference-2"} <= names
+        concurrent_answers_match_sequential_ones(two_streams)
+
+
+def concurrent_answers_match_sequential_ones(client) -> None:
     payloads = [image_bytes(color=(25 * i, 255 - 25 * i, 90)) for i in range(8)]
     sequential = [
         client.post("/predict", files={"file": ("x.png", p, "image/png")}).json()["probabilities"]
@@ -185,3 +201,68 @@ def test_failed_warm_up_leaves_it_unready_and_refuses_work():
     ready, message, failure = run(scenario())
     assert not ready and "warm up" in message
     assert failure == "the model failed to warm up: RuntimeError: no memory for the model"
+
+
+def test_one_thread_per_stream_computes_batches_at_once():
+    """With two workers (a runtime with two streams), two batches run at the same time; with
+    one, the second waits for the first."""
+    for workers, started_together in ((2, 2), (1, 1)):
+        model = GatedSum(gated=True)
+
+        async def scenario(workers=workers, model=model, started_together=started_together):
+            async with running(
+                model, max_batch_size=2, max_wait_s=0, queue_limit=10, workers=workers
+            ) as b:
+                inputs = [np.full((2, 1, 1, 3), i, np.uint8) for i in range(3)]
+                tasks = [asyncio.create_task(b.submit(x)) for x in inputs]
+                await calls_started(model, started_together)
+                await asyncio.sleep(0.05)  # time for a call that should not start to start
+                with model.lock:
+                    running_at_once = len(model.batches)
+                model.gate.set()
+                return running_at_once, inputs, await asyncio.gather(*tasks)
+
+        running_at_once, inputs, results = run(scenario())
+        assert running_at_once == started_together
+        for x, r in zip(inputs, results, strict=True):
+            assert r[:, 0].tolist() == [x[0].sum()] * 2
+        assert sorted(model.batches) == [2, 2, 2]
+
+
+def test_every_worker_waits_for_the_warm_up_and_stops_on_close():
+    model = GatedSum()
+    order = []
+
+    def warm_up():
+        order.append(("warm-up", threading.current_thread().name))
+
+    async def scenario():
+        b = MicroBatcher(model, max_batch_size=1, max_wait_s=0, queue_limit=10, workers=3)
+        b.start(warm_up)
+        await b.ready.wait()
+        queued = [asyncio.create_task(b.submit(np.ones((1, 1, 1, 3), np.uint8))) for _ in range(6)]
+        await asyncio.sleep(0)
+        names = sorted(t.name for t in b._threads)
+        await b.close()
+        return names, [t.is_alive() for t in b._threads], await asyncio.gather(*queued)
+
+    names, alive, results = run(scenario())
+    assert order == [("warm-up", "inference")]
+    assert names == ["inference", "inference-2", "inference-3"]
+    assert alive == [False, False, False]  # close stopped every thread
+    assert [float(r[0, 0]) for r in results] == [3.0] * 6  # and they finished the queue first
+
+
+def test_a_failed_warm_up_stops_every_worker():
+    def warm_up():
+        raise RuntimeError("no memory for the model")
+
+    async def scenario():
+        b = MicroBatcher(GatedSum(), max_batch_size=4, max_wait_s=0, queue_limit=10, workers=2)
+        b.start(warm_up)
+        await asyncio.wait_for(b.settled.wait(), 10)
+        for t in b._threads:
+            await asyncio.to_thread(t.join, 10)
+        return b.ready.is_set(), [t.is_alive() for t in b._threads]
+
+    assert run(scenario()) == (False, [False, False])

@@ -120,7 +120,7 @@ def test_metrics_change_as_requests_arrive(client):
     served = client.get("/model").json()["served"]
     assert (
         f'model_info{{name="tiny",precision="{served["precision"]}",'
-        f'runtime="{served["runtime"]}",version="1"}} 1.0'
+        f'runtime="{served["runtime"]}",streams="1",version="1"}} 1.0'
     ) in text
     for name in (
         "inference_queue_wait_seconds_count",

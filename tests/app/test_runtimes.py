@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -41,6 +43,39 @@ def test_openvino_bf16_stays_close_to_f32(tiny_model_root):
     assert bf16.runtime.precision == "bf16"
     x = _images(16)
     np.testing.assert_allclose(bf16.predict(x), f32.predict(x), atol=2e-2)
+
+
+def test_openvino_streams_compute_at_once_and_answer_as_one_stream(tiny_model_root):
+    """Two streams: two infer requests in a pool, calls from several threads at once, each
+    answer the one-stream model's (and a third caller waits for a free stream)."""
+    one = load_served_model(tiny_model_root, runtime="openvino", precision="f32")
+    two = load_served_model(tiny_model_root, runtime="openvino", precision="f32", streams=2)
+    assert (one.streams, two.streams) == (1, 2)
+    assert two.describe()["streams"] == 2
+    inputs = [_images(n, seed=n) for n in (1, 3, 16, 7, 16, 2)]
+    expected = [one.predict(x) for x in inputs]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(two.predict, inputs * 4))
+    for x, e, g in zip(inputs * 4, expected * 4, got, strict=True):
+        assert g.shape == (len(x), 10)
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    assert two.runtime._requests.qsize() == 2  # every request went back to the pool
+    assert load_served_model(tiny_model_root, runtime="tensorflow", streams=2).streams == 1
+
+
+def test_warm_up_runs_one_thread_per_stream(tiny_model_root):
+    model = load_served_model(tiny_model_root, runtime="openvino", precision="f32", streams=2)
+    threads, lock = set(), threading.Lock()
+    predict = model.runtime.predict
+
+    def recording(images):
+        with lock:
+            threads.add(threading.current_thread().name)
+        return predict(images)
+
+    model.runtime.predict = recording
+    model.warm_up(2, (1, 4))
+    assert len(threads) == 2
 
 
 def _card(tiny_model_root) -> dict:
