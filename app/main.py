@@ -245,5 +245,8 @@ def run(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        # Access lines are logged at info; above it uvicorn would still format each one's
+        # fields before the logger drops it.
+        access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )

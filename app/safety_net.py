@@ -11,7 +11,7 @@ would answer plain text and re-raise.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 
 import orjson
@@ -28,7 +28,9 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    """16 hex digits from the process's random generator (seeded from the OS, reseeded in a
+    forked child): unique enough to find a request in the logs, without a system call."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def request_id_of(scope: Scope) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -220,3 +221,18 @@ def test_without_api_keys_nothing_asks_for_one(client):
     r = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
     assert r.status_code == 200
     assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+
+
+@pytest.mark.parametrize(("level", "access_log"), [("info", True), ("warning", False)])
+def test_access_lines_are_logged_at_info_and_not_prepared_above_it(
+    tiny_model_root, monkeypatch, level, access_log
+):
+    import uvicorn
+
+    from app.main import run
+
+    given = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+    monkeypatch.setenv("CIFAR10_LOG_LEVEL", level)
+    run(["--model-dir", str(tiny_model_root), "--runtime", "openvino", "--precision", "f32"])
+    assert given["access_log"] is access_log and given["log_level"] == level
