@@ -239,10 +239,12 @@ def _evaluation(card: dict) -> list[str]:
             "Every runtime and precision the server offers, on the same test images through "
             f"the server's own loading code (`{served['command']}`):",
             "",
-            "| runtime | precision | official test accuracy | top-1 agreement with TF f32 |",
-            "| --- | --- | ---: | ---: |",
+            "| runtime | precision | official test accuracy | validation accuracy "
+            "| top-1 agreement with TF f32 |",
+            "| --- | --- | ---: | ---: | ---: |",
             *(
                 f"| {v['runtime']} | {v['precision']} | {_pct(v['test_accuracy'])} | "
+                f"{_pct(v['validation_accuracy']) if 'validation_accuracy' in v else '-'} | "
                 f"{_pct(v['top1_agreement_with_tensorflow_f32'])} |"
                 for v in served["variants"]
             ),
@@ -272,6 +274,21 @@ def _evaluation(card: dict) -> list[str]:
             f"{int8['accuracy_drop_pt']:.2f} points below {_pct(int8['reference_test_accuracy'])}"
             f", top-1 agreement {_pct(int8['top1_agreement_with_reference'])}.",
         ]
+        control = int8.get("accuracy_control")
+        if control:
+            kept = control["kept_in_float"]
+            lines[-1] += (
+                f" On the {control['validation_images']:,} validation images: "
+                f"{_pct(control['validation_accuracy_int8'])} against float32's "
+                f"{_pct(control['validation_accuracy_float32'])} (bound {control['max_drop_pt']}"
+                f" points; {len(kept) or 'no'} layer{'' if len(kept) == 1 else 's'} kept in float)."
+            )
+        replaced = int8.get("replaced")
+        if replaced:
+            lines[-1] += (
+                f" It replaced {replaced['what']}: {_pct(replaced['test_accuracy'])} official "
+                f"test, {_pct(replaced['validation_accuracy'])} validation ({replaced['why']})."
+            )
     return lines
 
 

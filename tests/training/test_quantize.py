@@ -72,6 +72,9 @@ def test_accuracy_control_names_every_node_and_keeps_the_validation_drop(
     assert drop <= 1.0 + 1e-9
     assert (version / "openvino-int8" / "model.xml").is_file()
     assert load_served_model(version.parent, precision="int8").runtime.precision == "int8"
+    people = (version / "README.md").read_text()  # the card people read says the same
+    assert f"On the {control['validation_images']:,} validation images: " in people
+    assert f"(bound {control['max_drop_pt']} points; " in people
 
 
 def test_repeated_node_names_are_made_unique():
