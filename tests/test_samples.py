@@ -45,4 +45,5 @@ def test_the_quick_starts_example_answer_is_the_default_variants():
     )
     assert shown, "the quick start's example answer is gone"
     label, probability = answers("auto")["ship"]
-    assert label == "ship" and f"{probability:.2f}" == shown.group(1)
+    # int8 kernels differ a little between instruction sets (VNNI, AMX, AVX2)
+    assert label == "ship" and probability == pytest.approx(float(shown.group(1)), abs=0.02)
