@@ -5,9 +5,8 @@ f32 or bf16; or the int8 IR that ``cifar10-model quantize`` stored beside it.
 batch on every core: the lowest latency for one request. ``N`` streams (the ``THROUGHPUT`` hint
 with ``NUM_STREAMS=N``) compute ``N`` batches at once, each on its share of the cores, with one
 infer request per stream (the batcher runs one inference thread per stream). On 2 cores, two
-streams did 9-27 % more images per second at batch 16 than one, at 40-75 % more latency for a
-single image (docs/runtimes.md): a stream's threads do not wait on each other at every layer,
-so other work on a core (the event loop) slows one stream, not the whole computation.
+streams did 13-18 % more images per second than one bare, 9 % more served for bf16 and none for
+int8, and a lone image took 60-70 % longer (docs/runtimes.md), so one is the default.
 """
 
 from __future__ import annotations
