@@ -53,7 +53,11 @@ def main() -> int:
         from training.run import load_run_model
 
         model, _ = load_run_model(
-            args.run, card["internal_size"], card.get("tta_flip", False), "mixed_bfloat16"
+            args.run,
+            card["internal_size"],
+            card.get("tta_flip", False),
+            "mixed_bfloat16",
+            tta_translate=card.get("tta_translate", 0),
         )
         result["images_per_second"]["bfloat16_keras"] = {
             str(b): round(images_per_second(model.predict_on_batch, b, args.seconds), 1)

@@ -102,6 +102,13 @@ def _eval_parser(sub) -> None:
     p.add_argument(
         "--tta-flip", action="store_true", help="with --run: average with the mirror image"
     )
+    p.add_argument(
+        "--tta-translate",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="with --run and --tta-flip: also average copies moved PX pixels each way",
+    )
     p.add_argument("--out", type=Path, help="write the report as JSON here")
     p.add_argument("--confusion-png", type=Path, help="write the confusion matrix figure here")
 
@@ -124,6 +131,13 @@ def _export_parser(sub) -> None:
         "--tta-flip", action="store_true", help="average with the mirror image in the graph"
     )
     p.add_argument(
+        "--tta-translate",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="with --tta-flip: also average copies moved PX pixels each way (six passes)",
+    )
+    p.add_argument(
         "--data", help="evaluate the export on this data's official test set for the card"
     )
     p.add_argument("--card-extra", type=Path, help="JSON object merged into the model card")
@@ -139,6 +153,14 @@ def _export_parser(sub) -> None:
         type=float,
         default=DEFAULT_TOLERANCE_PT,
         help=f"a cheaper variant within this many points of the best wins ({DEFAULT_TOLERANCE_PT})",
+    )
+    p.add_argument(
+        "--select-translate",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="with --select-on-val: also a candidate that averages flip and copies moved PX "
+        "pixels each way (six passes; default: not a candidate)",
     )
 
 
@@ -227,7 +249,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = None
     if args.run:
-        model, cfg = load_run_model(args.run, args.internal_size, args.tta_flip)
+        model, cfg = load_run_model(
+            args.run, args.internal_size, args.tta_flip, tta_translate=args.tta_translate
+        )
         predictor = keras_predictor(model)
     else:
         if args.split == "val":
@@ -272,10 +296,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         version=args.version,
         internal_size=args.internal_size,
         tta_flip=args.tta_flip,
+        tta_translate=args.tta_translate,
         data=args.data,
         card_extra=json.loads(args.card_extra.read_text()) if args.card_extra else None,
         select_sizes=args.select_on_val,
         select_tolerance_pt=args.select_tolerance_pt,
+        select_translate=args.select_translate,
     )
     print(
         json.dumps(

@@ -70,6 +70,7 @@ def build_card(
     internal_size: int,
     tta_flip: bool,
     weights_source: str,
+    tta_translate: int = 0,
     stem: str = "imagenet",
     data: dict,
     training: dict,
@@ -105,9 +106,19 @@ def build_card(
             else []
         )
         + ["keras.applications.resnet50.preprocess_input (RGB->BGR, ImageNet mean)"]
-        + (["average with horizontally mirrored image (test-time flip)"] if tta_flip else []),
+        + (["average with horizontally mirrored image (test-time flip)"] if tta_flip else [])
+        + (
+            [
+                f"average with copies moved {tta_translate} px down-right and up-left (black "
+                "border), each with its mirror image: weights 1/2 the image, 1/4 each copy "
+                "(test-time translate; six passes of the network)"
+            ]
+            if tta_translate
+            else []
+        ),
         "internal_size": internal_size,
         "tta_flip": tta_flip,
+        "tta_translate": tta_translate,
         "backbone": BACKBONES[stem],
         "weights_source": weights_source,
         "data": data,
@@ -164,34 +175,46 @@ def export_run(
     version: int | None = None,
     internal_size: int | None = None,
     tta_flip: bool = False,
+    tta_translate: int = 0,
     data: str | None = None,
     card_extra: dict | None = None,
     select_sizes: list[int] | None = None,
     select_tolerance_pt: float = DEFAULT_TOLERANCE_PT,
+    select_translate: int = 0,
 ) -> ExportResult:
     """Export a finished run as ``models_dir/name/version`` with its card and figures.
 
     With ``data``, the exported variant is measured once on that data's official test set (which
-    must be the data the run trained on: same sha256), and so is the variant without the flip
-    average when ``tta_flip`` is on; the card and a confusion-matrix figure record it.
+    must be the data the run trained on: same sha256), and so is the variant without the
+    test-time averages when they are on; the card and a confusion-matrix figure record it.
 
-    With ``select_sizes``, the internal size and flip are not given but chosen on the run's
-    validation split among those sizes, with and without the flip (``training.select``), before
-    the test set is touched; the card's ``validation_selection`` records every candidate.
+    With ``select_sizes``, the internal size and averages are not given but chosen on the run's
+    validation split among those sizes, with and without the flip, and with flip and
+    ``select_translate`` when set (``training.select``), before the test set is touched; the
+    card's ``validation_selection`` records every candidate.
     """
     from training.plots import plot_confusion_matrix
 
     selection = None
     if select_sizes:
-        if internal_size is not None or tta_flip:
+        if internal_size is not None or tta_flip or tta_translate:
             raise ConfigError("choose the variant on validation or give it, not both")
         if not data:
             raise ConfigError("choosing on the validation split needs the data")
-        selection = select_on_validation(run_dir, data, select_sizes, select_tolerance_pt)
-        internal_size, tta_flip = selection.chosen.internal_size, selection.chosen.tta_flip
+        selection = select_on_validation(
+            run_dir, data, select_sizes, select_tolerance_pt, select_translate
+        )
+        chosen = selection.chosen
+        internal_size, tta_flip, tta_translate = (
+            chosen.internal_size,
+            chosen.tta_flip,
+            chosen.tta_translate,
+        )
+    elif select_translate:
+        raise ConfigError("a translate candidate needs --select-on-val")
     classifier, cfg = load_run_classifier(run_dir)
     size = internal_size or cfg.internal_size
-    model = wrap_for_input(classifier, size, tta_flip)
+    model = wrap_for_input(classifier, size, tta_flip, tta_translate)
     data_info = read_json(run_dir, DATA_INFO)
     history = read_json(run_dir, HISTORY)
     metrics, figures = None, [run_dir / "learning_curves.png"]
@@ -206,8 +229,8 @@ def export_run(
             "test_per_class_accuracy": {k: v["recall"] for k, v in served["per_class"].items()},
             "test": served,
         }
-        if tta_flip:
-            plain_model = wrap_for_input(classifier, size, tta_flip=False)
+        if tta_flip:  # and the translate, which needs the flip
+            plain_model = wrap_for_input(classifier, size)
             plain = classification_report(
                 y, predict(keras_predictor(plain_model), x), test.class_names
             )
@@ -227,6 +250,7 @@ def export_run(
         class_names=data_info["class_names"],
         internal_size=size,
         tta_flip=tta_flip,
+        tta_translate=tta_translate,
         weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
         stem=cfg.stem,
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},

@@ -2,7 +2,7 @@
 
 Everything a client would otherwise have to reproduce lives inside the graph: the cast, the
 resize to the internal size, ResNet50's own ImageNet preprocessing, and optionally the
-horizontal-flip test-time average. The network proper (``classifier``) accepts any spatial
+test-time averages (flip, translate). The network proper (``classifier``) accepts any spatial
 size, so training can grow the internal size (progressive resizing) on the same weights.
 """
 
@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from training.config import ConfigError
 from training.contract import INPUT_NAME
 from training.data import IMAGE_SHAPE, NUM_CLASSES
 
@@ -122,22 +123,46 @@ def backbone_of(classifier: keras.Model) -> keras.Model:
 
 
 def wrap_for_input(
-    classifier: keras.Model, internal_size: int, tta_flip: bool = False
+    classifier: keras.Model, internal_size: int, tta_flip: bool = False, tta_translate: int = 0
 ) -> keras.Model:
     """The contract model: uint8 ``[b, 32, 32, 3]`` → float32 ``[b, 10]`` probabilities.
 
     ``tta_flip`` averages the probabilities of the image and its mirror image, inside the graph.
+    ``tta_translate`` (pixels, needs the flip) also averages two copies moved that far along the
+    diagonal, one each way (zero fill, as training's crop pads), each with its mirror: half the
+    weight on the image itself, a quarter on each moved copy, six passes of the network in all
+    (airbench's translate averaging, applied to probabilities).
     """
+    if tta_translate < 0 or (tta_translate and not tta_flip):
+        raise ConfigError("the test-time translate needs the flip and a non-negative shift")
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name=INPUT_NAME)
     x = keras.ops.cast(inputs, "float32")
-    if internal_size != IMAGE_SHAPE[0]:
-        x = layers.Resizing(
-            internal_size, internal_size, interpolation="bilinear", name=f"resize_{internal_size}"
-        )(x)
-    probs = classifier(x)
-    if tta_flip:
-        mirrored = classifier(keras.ops.flip(x, axis=2))
-        probs = layers.Average(name="flip_average", dtype="float32")([probs, mirrored])
+
+    def flip_average(image, name: str):
+        probs = classifier(image)
+        if not tta_flip:
+            return probs
+        mirrored = classifier(keras.ops.flip(image, axis=2))
+        return layers.Average(name=name, dtype="float32")([probs, mirrored])
+
+    resize = layers.Resizing(
+        internal_size, internal_size, interpolation="bilinear", name=f"resize_{internal_size}"
+    )
+
+    def resized(image):
+        return image if internal_size == IMAGE_SHAPE[0] else resize(image)
+
+    probs = flip_average(resized(x), "flip_average")
+    if tta_translate:
+        k = tta_translate
+        padded = layers.ZeroPadding2D(k, name="translate_pad")(x)
+        moved = [
+            layers.Cropping2D(((0, 2 * k), (0, 2 * k)), name="translate_down_right")(padded),
+            layers.Cropping2D(((2 * k, 0), (2 * k, 0)), name="translate_up_left")(padded),
+        ]
+        moved_probs = [flip_average(resized(m), f"flip_average_{i}") for i, m in enumerate(moved)]
+        translated = layers.Average(name="translate_average", dtype="float32")(moved_probs)
+        probs = layers.Average(name="tta_average", dtype="float32")([probs, translated])
     return keras.Model(inputs, probs, name=f"{classifier.name}_{internal_size}px")
 
 

@@ -211,7 +211,8 @@ def _evaluation(card: dict) -> list[str]:
         "",
         f"Official test set, 10,000 images, as served: **{_pct(metrics['test_accuracy'])}**"
         + (
-            f" ({_pct(metrics['test_plain_accuracy'])} without the test-time flip)."
+            f" ({_pct(metrics['test_plain_accuracy'])} without the test-time "
+            + ("averages)." if card.get("tta_translate") else "flip).")
             if "test_plain_accuracy" in metrics
             else "."
         ),

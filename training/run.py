@@ -73,10 +73,12 @@ def load_run_model(
     internal_size: int | None = None,
     tta_flip: bool = False,
     precision: str = "float32",
+    tta_translate: int = 0,
 ):
     """The run's contract model (uint8 32x32 in, probabilities out) at ``internal_size`` (the
-    run's own by default), with or without the test-time flip. Returns ``(model, config)``."""
+    run's own by default), with or without the test-time averages. Returns ``(model, config)``."""
     from training.model import wrap_for_input
 
     classifier, cfg = load_run_classifier(run_dir, precision)
-    return wrap_for_input(classifier, internal_size or cfg.internal_size, tta_flip), cfg
+    size = internal_size or cfg.internal_size
+    return wrap_for_input(classifier, size, tta_flip, tta_translate), cfg

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from training.config import ConfigError
 from training.model import (
     backbone_of,
     build_classifier,
@@ -54,6 +55,41 @@ def test_test_time_flip_is_mirror_invariant_and_shares_weights():
     )
     expected = (plain.predict_on_batch(x) + plain.predict_on_batch(mirrored)) / 2
     np.testing.assert_allclose(flipped.predict_on_batch(x), expected, atol=1e-5)
+
+
+def _moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` moved by (dy, dx) pixels, the uncovered border black."""
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+@pytest.mark.parametrize("size", [32, 40])
+def test_test_time_translate_averages_the_moved_copies(size):
+    """Half the weight on the flip average of the image, a quarter on each of the two copies
+    moved by 2 pixels along the diagonal (black border), at any internal size."""
+    classifier = build_classifier()
+    flipped = wrap_for_input(classifier, size, tta_flip=True)
+    translated = wrap_for_input(classifier, size, tta_flip=True, tta_translate=2)
+    x = _images()
+    down_right, up_left = _moved(x, 2, 2), _moved(x, -2, -2)
+    assert not np.array_equal(down_right, x)
+    expected = (
+        flipped.predict_on_batch(x) / 2
+        + (flipped.predict_on_batch(down_right) + flipped.predict_on_batch(up_left)) / 4
+    )
+    got = translated.predict_on_batch(x)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, flipped.predict_on_batch(x), atol=1e-4)  # the copies count
+    assert len(translated.weights) == len(classifier.weights)  # one network, called six times
+
+
+def test_test_time_translate_needs_the_flip():
+    with pytest.raises(ConfigError, match="needs the flip"):
+        wrap_for_input(build_classifier(), 32, tta_translate=1)
 
 
 def test_head_phase_really_freezes_the_backbone(local_backbone_weights):

@@ -11,6 +11,7 @@ import pytest
 
 from app.model import load_served_model
 from training.cli import main
+from training.run import load_run_model
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +54,18 @@ def test_quantize_stores_int8_beside_the_savedmodel_and_measures_it(
 def test_accuracy_control_names_every_node_and_keeps_the_validation_drop(
     trained_run, cifar_dir, tmp_path, capsys
 ):
-    """On a flip-averaged export (the network called twice), accuracy control runs on the
-    validation split, keeps the drop there within the bound, and the card says what it did."""
+    """On a flip- and translate-averaged export (the network called six times), accuracy
+    control runs on the validation split, keeps the drop there within the bound, and the card
+    says what it did."""
     models = tmp_path / "models"
     export = ["export", "--run", str(trained_run), "--models-dir", str(models), "--name", "c10"]
-    assert main([*export, "--data", str(cifar_dir), "--tta-flip"]) == 0
+    assert main([*export, "--data", str(cifar_dir), "--tta-flip", "--tta-translate", "1"]) == 0
     version = models / "c10" / "1"
+    # OpenVINO reads the six-pass graph as Keras computes it
+    x = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    keras_model, _ = load_run_model(trained_run, tta_flip=True, tta_translate=1)
+    served = load_served_model(version.parent, runtime="openvino", precision="f32")
+    np.testing.assert_allclose(served.predict(x), keras_model.predict_on_batch(x), atol=1e-4)
 
     argv = ["quantize", "--model", str(version), "--data", str(cifar_dir), "--images", "40"]
     assert main([*argv, "--max-drop-pt", "1.0"]) == 0
