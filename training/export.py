@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,16 @@ def write_export(
     return target
 
 
+def _with_epoch_median(history: dict) -> dict:
+    """The run's summary plus the median seconds of its complete epochs: with ``epochs``, an
+    estimate of the training time on that machine undisturbed (the recorded time also counts
+    epochs slowed by whatever ran beside them)."""
+    seconds = [e["seconds"] for e in history.get("epochs", []) if e.get("complete", True)]
+    if not seconds:
+        return history["summary"]
+    return {**history["summary"], "median_epoch_s": round(statistics.median(seconds), 1)}
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -254,7 +265,7 @@ def export_run(
         weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
         stem=cfg.stem,
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
-        training={"config": cfg.to_dict(), "summary": history["summary"]},
+        training={"config": cfg.to_dict(), "summary": _with_epoch_median(history)},
         metrics=metrics,
         extra=(card_extra or {}) | ({"validation_selection": chosen} if chosen else {}),
     )

@@ -178,6 +178,16 @@ def _training(card: dict) -> list[str]:
             else f"{summary.get('epochs_completed')} epochs, {hours:.2f} h.",
             "",
         ]
+        median = summary.get("median_epoch_s")
+        if median and summary.get("epochs_completed"):
+            epochs = summary["epochs_completed"]
+            lines += [
+                f"The median epoch took {median:.0f} s, so the same configuration takes about "
+                f"{epochs * median / 3600:.1f} h ({epochs} x {median:.0f} s) on the machine "
+                "below when nothing runs beside it (an estimate; the recorded time counts "
+                "every epoch as it ran).",
+                "",
+            ]
     sessions = _sessions(card)
     if sessions:
         lines += [

@@ -60,6 +60,11 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     assert len(card["data"]["sha256"]) == 64
     assert card["training"]["config"]["epochs"] == 1
     (session,) = card["training"]["summary"]["sessions"]  # where and when it trained
+    # one epoch: its seconds are the median, and the card people read estimates from it
+    (epoch,) = json.loads((trained_run / "history.json").read_text())["epochs"]
+    median = card["training"]["summary"]["median_epoch_s"]
+    assert median == round(epoch["seconds"], 1)
+    assert f"The median epoch took {median:.0f} s" in readme
     assert session["last_epoch"] == 1 and session["hardware"]["cores"] == os.cpu_count()
     assert 0 <= card["metrics"]["test"]["accuracy"] <= 1
     assert "test_plain_accuracy" in card["metrics"]
