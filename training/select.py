@@ -4,8 +4,8 @@ A variant is an internal size and the test-time averages the graph makes: with t
 (flip), and optionally with copies moved a few pixels (translate, six passes in all). Every
 candidate is evaluated on the run's validation split; the most accurate wins, except that a
 cheaper one (compute is proportional to size squared times the passes) within ``tolerance_pt``
-percentage points of it wins instead. The rule is fixed before
-any number is seen, and the choice with every candidate's accuracy goes into the model card.
+percentage points of it wins instead. The rule is fixed before any number is seen, and the
+choice with every candidate's accuracy goes into the model card.
 """
 
 from __future__ import annotations
