@@ -84,7 +84,23 @@ def test_test_time_translate_averages_the_moved_copies(size):
     got = translated.predict_on_batch(x)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert not np.allclose(got, flipped.predict_on_batch(x), atol=1e-4)  # the copies count
-    assert len(translated.weights) == len(classifier.weights)  # one network, called six times
+    assert len(translated.weights) == len(classifier.weights)  # one network for all six copies
+
+
+def test_test_time_copies_go_through_the_network_as_one_batch():
+    """The six copies are stacked on the batch axis and the network is called once (a lone
+    image's passes then fill the cores), with the same result as one call per copy."""
+    classifier = build_classifier()
+    before = len(classifier._inbound_nodes)  # Keras' record of the symbolic calls of a layer
+    translated = wrap_for_input(classifier, 32, tta_flip=True, tta_translate=1)
+    assert len(classifier._inbound_nodes) == before + 1
+    x = _images()
+    plain = wrap_for_input(classifier, 32)
+    copies = [x, _moved(x, 1, 1), _moved(x, -1, -1)]
+    copies += [c[:, :, ::-1] for c in copies]
+    weights = [1 / 4, 1 / 8, 1 / 8] * 2
+    expected = sum(w * plain.predict_on_batch(c) for w, c in zip(weights, copies))
+    np.testing.assert_allclose(translated.predict_on_batch(x), expected, atol=1e-5)
 
 
 def test_test_time_translate_needs_the_flip():
