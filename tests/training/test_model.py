@@ -99,7 +99,7 @@ def test_test_time_copies_go_through_the_network_as_one_batch():
     copies = [x, _moved(x, 1, 1), _moved(x, -1, -1)]
     copies += [c[:, :, ::-1] for c in copies]
     weights = [1 / 4, 1 / 8, 1 / 8] * 2
-    expected = sum(w * plain.predict_on_batch(c) for w, c in zip(weights, copies))
+    expected = sum(w * plain.predict_on_batch(c) for w, c in zip(weights, copies, strict=True))
     np.testing.assert_allclose(translated.predict_on_batch(x), expected, atol=1e-5)
 
 
