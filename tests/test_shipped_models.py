@@ -77,7 +77,8 @@ def test_readme_and_docs_state_the_newest_versions_numbers():
     model = section("README.md", "The model")
     assert f"Version {newest.name} ([`models/cifar10-resnet50/{newest.name}/`]" in model
     assert f"**{pct(m['test_accuracy'], 2, ' ')}**" in model
-    assert f"{pct(m['test_plain_accuracy'], 2, ' ')} without the test-time flip" in model
+    averages = "averages" if c.get("tta_translate") else "flip"
+    assert f"{pct(m['test_plain_accuracy'], 2, ' ')} without the test-time {averages}" in model
     weakest = min(m["test_per_class_accuracy"], key=m["test_per_class_accuracy"].get)
     recall = pct(m["test_per_class_accuracy"][weakest], 1, " ")
     assert f"weakest class {weakest} ({recall}" in model
