@@ -105,3 +105,41 @@ def test_repeated_node_names_are_made_unique():
     names = [op.get_friendly_name() for op in model.get_ordered_ops()]
     assert len(names) == len(set(names)) and {"probs/bias", "probs/bias/copy1"} <= set(names)
     assert unique_node_names(model) == 0  # already unique: nothing to do
+
+
+def test_accuracy_control_gets_one_value_per_validation_item():
+    """NNCF's accuracy control ranks the quantizers on the data items whose values differ most
+    between the float and the int8 model, and takes them from the dataset by index: the
+    validation function must return one value per item, in the items' order, for the whole
+    split and for any subset of it (batches as items stopped version 3's quantization with an
+    IndexError)."""
+    import nncf
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from training.contract import INPUT_NAME
+    from training.data import Split
+    from training.quantize import per_item_accuracy, validation_items
+
+    # a model whose answer is the largest of each image's first 10 bytes
+    image = ops.parameter([-1, 32, 32, 3], np.uint8, name=INPUT_NAME)
+    flat = ops.reshape(ops.convert(image, np.float32), ops.constant(np.array([-1, 3072])), False)
+    first = ops.slice(flat, *(ops.constant(np.array([v])) for v in (0, 10, 1, 1)))
+    compiled = ov.Core().compile_model(ov.Model([ops.result(first)], [image]), "CPU")
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (250, 32, 32, 3), dtype=np.uint8)
+    right = x.reshape(250, -1)[:, :10].argmax(1)
+    wrong = rng.random(250) < 0.4
+    y = np.where(wrong, (right + 1) % 10, right)
+    items = validation_items(Split(x, y))
+    assert len(items) == 250
+
+    accuracy, values = per_item_accuracy(compiled, items, batch=64)
+    assert values == (~wrong).astype(float).tolist()
+    assert accuracy == pytest.approx(1 - wrong.mean())
+
+    indices = [3, 17, 101, 249, 0]  # as NNCF picks a ranking subset
+    subset = nncf.Dataset(items).get_inference_data(indices)
+    _, subset_values = per_item_accuracy(compiled, subset)
+    assert subset_values == [values[i] for i in indices]
