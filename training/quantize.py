@@ -79,15 +79,29 @@ def unique_node_names(model) -> int:
 
 
 def float_layers(model) -> list[str]:
-    """Convolutions and matrix products of a quantized ``ov.Model`` whose weights did not get
-    a quantizer: the layers kept in float."""
+    """Convolutions and matrix products of a quantized ``ov.Model`` whose weights are not
+    quantized: the layers kept in float.
+
+    A quantized layer's weights reach it through a ``FakeQuantize`` (in memory, as NNCF
+    returns the model) or as int8 constants converted and scaled back (as the IR stores them);
+    a layer kept in float reads a float constant (or one stored in float16 and converted).
+    """
     kept = []
     for op in model.get_ordered_ops():
         if op.get_type_name() in ("Convolution", "MatMul"):
-            weights = op.input_value(1).get_node()
-            if weights.get_type_name() != "FakeQuantize":
+            if not _quantized_weights(op.input_value(1).get_node()):
                 kept.append(op.get_friendly_name())
     return kept
+
+
+def _quantized_weights(node) -> bool:
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return node.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4")
+    # Convert, Subtract, Multiply: the decompression of stored int8 weights, or a float16 constant
+    return any(_quantized_weights(value.get_node()) for value in node.input_values())
 
 
 def validation_items(split: Split) -> list[tuple[np.ndarray, int]]:
@@ -122,7 +136,6 @@ def _accuracy_controlled(model, calibration, validation: Split, max_drop_pt: flo
 
     items = validation_items(validation)
     unique_node_names(model)
-    before = float_layers(model)
     quantized = nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(list(calibration[:, None]), lambda x: {INPUT_NAME: x}),
@@ -141,7 +154,7 @@ def _accuracy_controlled(model, calibration, validation: Split, max_drop_pt: flo
         "validation_images": len(validation),
         "validation_accuracy_float32": float_acc,
         "validation_accuracy_int8": int8_acc,
-        "kept_in_float": [name for name in float_layers(quantized) if name not in before],
+        "kept_in_float": float_layers(quantized),
     }
 
 

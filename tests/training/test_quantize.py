@@ -143,3 +143,26 @@ def test_accuracy_control_gets_one_value_per_validation_item():
     subset = nncf.Dataset(items).get_inference_data(indices)
     _, subset_values = per_item_accuracy(compiled, subset)
     assert subset_values == [values[i] for i in indices]
+
+
+def test_the_layers_kept_in_float_are_those_whose_weights_have_no_quantizer():
+    """What the card's ``kept_in_float`` lists: of three convolutions, the one whose weights are
+    a plain float constant, not the one behind a FakeQuantize (NNCF's model in memory) nor the
+    one whose int8 weights are converted and scaled back (the IR as stored)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from training.quantize import float_layers
+
+    def weights(dtype):
+        return ops.constant(np.ones((4, 4, 1, 1), dtype))
+
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="image")
+    low, high = ops.constant(np.float32(-1)), ops.constant(np.float32(1))
+    fake_quantized = ops.fake_quantize(weights(np.float32), low, high, low, high, 256)
+    stored_int8 = ops.multiply(ops.convert(weights(np.int8), np.float32), high)
+    y = x
+    for name, w in (("fq", fake_quantized), ("int8", stored_int8), ("float", weights(np.float32))):
+        y = ops.convolution(y, w, [1, 1], [0, 0], [0, 0], [1, 1])
+        y.set_friendly_name(name)
+    assert float_layers(ov.Model([ops.result(y)], [x])) == ["float"]
