@@ -37,6 +37,13 @@ def _pct(x: float, digits: int = 2) -> str:
     return f"{x * 100:.{digits}f} %"
 
 
+def _relative(drop_pt: float) -> str:
+    """``0.15 points below``, ``0.04 points above`` (a negative drop), ``level with``."""
+    if round(drop_pt, 2) == 0:
+        return "level with"
+    return f"{abs(drop_pt):.2f} points {'below' if drop_pt > 0 else 'above'}"
+
+
 def _sessions(card: dict) -> list[dict]:
     summary = card.get("training", {}).get("summary", {})
     return summary.get("sessions", summary.get("segments", []))  # "segments" before v3
@@ -133,7 +140,7 @@ def _serving(card: dict) -> list[str]:
         lines += [
             "",
             f"`{card['int8']['path']}` is an int8 OpenVINO copy "
-            f"({_pct(card['int8']['test_accuracy'])} official test, {drop:.2f} points below the "
+            f"({_pct(card['int8']['test_accuracy'])} official test, {_relative(drop)} the "
             "SavedModel). The server's `CIFAR10_PRECISION=auto` serves an int8 copy that loses at "
             f"most {INT8_MAX_DROP_PT} points, so it {verdict}; `CIFAR10_PRECISION=int8` serves it "
             "anyway.",
@@ -282,7 +289,7 @@ def _evaluation(card: dict) -> list[str]:
             "",
             f"int8 copy: {int8['method']}, calibrated on {int8['calibration']['images']} images "
             f"({int8['calibration']['source']}): {_pct(int8['test_accuracy'])}, "
-            f"{int8['accuracy_drop_pt']:.2f} points below {_pct(int8['reference_test_accuracy'])}"
+            f"{_relative(int8['accuracy_drop_pt'])} {_pct(int8['reference_test_accuracy'])}"
             f", top-1 agreement {_pct(int8['top1_agreement_with_reference'])}.",
         ]
         control = int8.get("accuracy_control")
