@@ -72,6 +72,13 @@ class TrainConfig:
     weights: str = option(
         "none", "backbone init: none (random), imagenet, or a local .h5 path", "model"
     )
+    init_from: str | None = option(
+        None,
+        "start from these weights instead of random init, to fine-tune: an exported version "
+        "directory (SavedModel), a finished run directory or a .weights.h5 file; same "
+        "architecture (stem) as this run",
+        "model",
+    )
     stem: str = option(
         "imagenet",
         "imagenet: ResNet50's 7x7 stride-2 convolution and max-pool (needed for imagenet "
@@ -179,6 +186,10 @@ class TrainConfig:
             (0 <= self.jpeg_prob <= 1, "jpeg_prob must be in [0, 1]"),
             (self.internal_size >= 32, "internal_size must be at least 32"),
             (all(s >= 32 for s in self.size_schedule.values()), "sizes must be at least 32"),
+            (
+                self.init_from is None or self.weights == "none",
+                "init_from replaces the backbone weights: give one of the two",
+            ),
             (
                 self.stem == "imagenet" or self.weights == "none",
                 "pretrained weights need the imagenet stem",

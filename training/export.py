@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from training.config import ConfigError
+from training.config import ConfigError, TrainConfig
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
@@ -178,6 +178,28 @@ class ExportResult:
     selection: dict | None = None  # the card's validation_selection, when chosen there
 
 
+def describe_weights_source(cfg: TrainConfig) -> str:
+    """Where the run's starting weights came from, in the card's words; a fine-tuned run
+    (``init_from``) also says where its source's weights came from, from the source's card."""
+    if cfg.weights != "none":
+        return cfg.weights
+    if not cfg.init_from:
+        return "none (random initialization)"
+    card_path = Path(cfg.init_from) / CARD_NAME
+    if not card_path.is_file():
+        return f"fine-tuned from {cfg.init_from}"
+    source = json.loads(card_path.read_text())
+    origin = source.get("weights_source", "")
+    origin = (
+        "itself trained from random initialization"
+        if origin.startswith("none")
+        else f"whose weights came from: {origin}"
+    )
+    return (
+        f"fine-tuned from {source['name']} version {source['version']} ({cfg.init_from}), " + origin
+    )
+
+
 def export_run(
     run_dir: Path,
     models_dir: Path,
@@ -262,7 +284,7 @@ def export_run(
         internal_size=size,
         tta_flip=tta_flip,
         tta_translate=tta_translate,
-        weights_source=cfg.weights if cfg.weights != "none" else "none (random initialization)",
+        weights_source=describe_weights_source(cfg),
         stem=cfg.stem,
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": _with_epoch_median(history)},

@@ -347,7 +347,7 @@ def _limitations(card: dict) -> list[str]:
             + ", ".join(f"{UPLOAD_FORMS.get(n, n)} ({d:.2f})" for n, d in costly)
             + "."
         )
-    if card.get("weights_source", "").startswith("none"):
+    if "random initialization" in card.get("weights_source", ""):
         lines.append(
             "- No pretrained weights: trained from random initialization on CIFAR-10 alone "
             "(not transfer learning)."

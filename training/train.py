@@ -39,6 +39,7 @@ from training.run import (
     HISTORY,
 )
 from training.schedule import make_optimizer, plan_phases, resolve_jit_compile, size_stages
+from training.warm_start import load_initial_weights
 
 
 @dataclass
@@ -122,6 +123,8 @@ def train(
     classifier = build_classifier(
         cfg.weights, cfg.dropout, zero_init_residual=cfg.zero_init_residual, stem=cfg.stem
     )
+    if cfg.init_from and not resume:  # a resumed run's checkpoint holds the weights
+        load_initial_weights(classifier, cfg.init_from)
     run = RunState(run_dir, classifier)
     if cfg.ema_momentum:
         run.average = WeightAverage(classifier, cfg.ema_momentum, data.validation)
