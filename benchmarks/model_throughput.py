@@ -1,6 +1,6 @@
 """CPU inference throughput of the exported model, for the model card.
 
-    python benchmarks/model_throughput.py --saved-model models/cifar10-resnet50/2 \
+    python benchmarks/model_throughput.py --saved-model models/cifar10-resnet50/3 \
         [--run RUN_DIR] [--write-card]
 
 float32: the SavedModel itself, through its serving signature (what the server runs).

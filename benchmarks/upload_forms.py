@@ -3,7 +3,7 @@ forms people send (JPEG at two qualities, WebP, grayscale, a phone-style EXIF-ro
 upscaled PNG, RGBA), decoded by the server's own image code (``app.images``: EXIF orientation,
 mode conversion, Lanczos resize) and classified by the served model.
 
-    python benchmarks/upload_forms.py --model models/cifar10-resnet50/2 \\
+    python benchmarks/upload_forms.py --model models/cifar10-resnet50/3 \\
         --data /tmp/cifar10/cifar-10-batches-py [--runtime openvino --precision bf16] \\
         [--limit N] [--write-card] [--json FILE]
 

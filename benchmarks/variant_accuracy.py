@@ -1,7 +1,7 @@
 """Official test and validation accuracy of every served variant, through the server's own
 loading code.
 
-    python benchmarks/variant_accuracy.py --model models/cifar10-resnet50/2 \\
+    python benchmarks/variant_accuracy.py --model models/cifar10-resnet50/3 \\
         --data /tmp/cifar10/cifar-10-batches-py [--write-card]
 
 Each variant (TensorFlow f32; OpenVINO f32, bf16 where the CPU has AVX512_BF16 or AMX, int8
