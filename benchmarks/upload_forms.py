@@ -5,11 +5,13 @@ mode conversion, Lanczos resize) and classified by the served model.
 
     python benchmarks/upload_forms.py --model models/cifar10-resnet50/3 \\
         --data /tmp/cifar10/cifar-10-batches-py [--runtime openvino --precision bf16] \\
-        [--limit N] [--write-card] [--json FILE]
+        [--split val] [--limit N] [--write-card] [--json FILE]
 
 Reported per form: accuracy, its drop against the clean PNGs, and the share of images whose
 top-1 answer changed. ``--write-card`` records the table in the version's model card
-(``upload_forms``).
+(``upload_forms``). ``--split val`` measures the version's validation split instead (the
+training images its run held out, as its card records them), so that recipes can be compared
+on uploads without touching the test set; only the test set's table goes into the card.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from app.cpu import cpu_report  # noqa: E402
 from app.images import decode_opened, open_upload  # noqa: E402
 from app.model import load_served_model  # noqa: E402
 from training.data import load_cifar10  # noqa: E402
+from training.quantize import version_splits  # noqa: E402
 
 EXIF_ORIENTATION = 0x0112
 
@@ -83,13 +86,20 @@ def main() -> int:
     ap.add_argument("--data", required=True, help="CIFAR-10 (official layout)")
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--limit", type=int, help="only the first N test images")
+    ap.add_argument("--split", choices=["test", "val"], default="test")
+    ap.add_argument("--limit", type=int, help="only the first N images")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--write-card", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    test = load_cifar10(args.data).test
-    x, y = test.x[: args.limit], test.y[: args.limit]
+    if args.write_card and args.split != "test":
+        ap.error("--write-card records the official test set's table only")
+    if args.split == "val":
+        card = json.loads((args.model / "model_card.json").read_text())
+        images = version_splits(args.data, card)[1]
+    else:
+        images = load_cifar10(args.data).test
+    x, y = images.x[: args.limit], images.y[: args.limit]
     model = load_served_model(args.model.parent, int(args.model.name), args.runtime, args.precision)
     rows, clean = {}, None
     for form in FORMS:
@@ -108,14 +118,15 @@ def main() -> int:
         }
         print(form, json.dumps(rows[form]), flush=True)
     result = {
-        "test_images": len(y),
+        **({"test_images": len(y)} if args.split == "test" else {"validation_images": len(y)}),
         "runtime": model.runtime.name,
         "precision": model.runtime.precision,
         "hardware": cpu_report(),
         "command": "python benchmarks/upload_forms.py " + " ".join(sys.argv[1:]),
         "forms": rows,
     }
-    print(f"\n{model.runtime.name} {model.runtime.precision}, {len(y)} official test images:")
+    what = "official test" if args.split == "test" else "validation"
+    print(f"\n{model.runtime.name} {model.runtime.precision}, {len(y)} {what} images:")
     print("\n| upload form | accuracy | drop against clean PNG, points | answers changed |")
     print("| --- | ---: | ---: | ---: |")
     for form, r in rows.items():

@@ -15,6 +15,7 @@ import pytest
 from app.model import load_served_model
 from tests.helpers import ROOT
 from training.data import load_cifar10
+from training.quantize import version_splits
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import upload_forms  # noqa: E402
@@ -81,3 +82,29 @@ def test_the_report_covers_every_form_and_clean_matches_the_raw_images(
     assert result["forms"]["png"]["drop_points"] == 0 and result["test_images"] == len(test.y)
     for r in result["forms"].values():
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["answers_changed"] <= 1
+
+
+def test_the_validation_split_is_the_versions_held_out_images(tiny_model_root, cifar_dir, tmp_path):
+    out = tmp_path / "forms_val.json"
+    command = [sys.executable, "benchmarks/upload_forms.py", "--model", str(tiny_model_root / "1")]
+    command += ["--data", str(cifar_dir), "--runtime", "openvino", "--precision", "f32"]
+    proc = subprocess.run(
+        command + ["--split", "val", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    card = json.loads((tiny_model_root / "1" / "model_card.json").read_text())
+    val = version_splits(str(cifar_dir), card)[1]
+    assert result["validation_images"] == len(val.y) > 0 and "test_images" not in result
+    model = load_served_model(tiny_model_root, 1, "openvino", "f32")
+    raw_accuracy = float((model.predict(val.x).argmax(1) == val.y).mean())
+    assert result["forms"]["png"]["accuracy"] == pytest.approx(raw_accuracy)
+    # the card holds the test set's table only
+    refused = subprocess.run(
+        command + ["--split", "val", "--write-card"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "test set's table only" in refused.stderr
