@@ -59,25 +59,33 @@ def test_the_exif_rotated_jpeg_is_turned_back_by_the_server(photo):
     assert np.abs(_decoded(photo, "exif_rotated_jpeg") - photo[0]).mean() < 6
 
 
-def test_the_report_covers_every_form_and_clean_matches_the_raw_images(
-    tiny_model_root, cifar_dir, tmp_path
-):
-    out = tmp_path / "forms.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/upload_forms.py", "--model", str(tiny_model_root / "1")]
-        + ["--data", str(cifar_dir), "--runtime", "openvino", "--precision", "f32"]
-        + ["--json", str(out)],
+def _report(model_root, cifar_dir, *args: str) -> subprocess.CompletedProcess:
+    """The script on the tiny model in OpenVINO f32, with ``args`` after the common ones."""
+    return subprocess.run(
+        [sys.executable, "benchmarks/upload_forms.py", "--model", str(model_root / "1")]
+        + ["--data", str(cifar_dir), "--runtime", "openvino", "--precision", "f32", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def _clean_accuracy(model_root, x: np.ndarray, y: np.ndarray) -> float:
+    model = load_served_model(model_root, 1, "openvino", "f32")
+    return float((model.predict(x).argmax(1) == y).mean())
+
+
+def test_the_report_covers_every_form_and_clean_matches_the_raw_images(
+    tiny_model_root, cifar_dir, tmp_path
+):
+    out = tmp_path / "forms.json"
+    proc = _report(tiny_model_root, cifar_dir, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result["forms"]) == set(upload_forms.FORMS)
     test = load_cifar10(str(cifar_dir)).test
-    model = load_served_model(tiny_model_root, 1, "openvino", "f32")
-    raw_accuracy = float((model.predict(test.x).argmax(1) == test.y).mean())
+    raw_accuracy = _clean_accuracy(tiny_model_root, test.x, test.y)
     assert result["forms"]["png"]["accuracy"] == pytest.approx(raw_accuracy)
     assert result["forms"]["png"]["drop_points"] == 0 and result["test_images"] == len(test.y)
     for r in result["forms"].values():
@@ -86,25 +94,14 @@ def test_the_report_covers_every_form_and_clean_matches_the_raw_images(
 
 def test_the_validation_split_is_the_versions_held_out_images(tiny_model_root, cifar_dir, tmp_path):
     out = tmp_path / "forms_val.json"
-    command = [sys.executable, "benchmarks/upload_forms.py", "--model", str(tiny_model_root / "1")]
-    command += ["--data", str(cifar_dir), "--runtime", "openvino", "--precision", "f32"]
-    proc = subprocess.run(
-        command + ["--split", "val", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _report(tiny_model_root, cifar_dir, "--split", "val", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     card = json.loads((tiny_model_root / "1" / "model_card.json").read_text())
     val = version_splits(str(cifar_dir), card)[1]
     assert result["validation_images"] == len(val.y) > 0 and "test_images" not in result
-    model = load_served_model(tiny_model_root, 1, "openvino", "f32")
-    raw_accuracy = float((model.predict(val.x).argmax(1) == val.y).mean())
+    raw_accuracy = _clean_accuracy(tiny_model_root, val.x, val.y)
     assert result["forms"]["png"]["accuracy"] == pytest.approx(raw_accuracy)
     # the card holds the test set's table only
-    refused = subprocess.run(
-        command + ["--split", "val", "--write-card"], cwd=ROOT, capture_output=True, text=True
-    )
+    refused = _report(tiny_model_root, cifar_dir, "--split", "val", "--write-card")
     assert refused.returncode == 2 and "test set's table only" in refused.stderr
