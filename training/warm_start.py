@@ -19,19 +19,15 @@ from training.contract import SIGNATURE
 from training.run import FINAL_WEIGHTS
 
 
-def weight_name(layer: keras.layers.Layer, variable: keras.Variable) -> str:
-    """``conv1_conv/kernel``: how a SavedModel written by ``export`` names the variable."""
-    return f"{layer.name}/{variable.name}"
-
-
 def _classifier_weights(classifier: keras.Model) -> dict[str, keras.Variable]:
-    """Every weight of the classifier by name, the backbone's layers flattened."""
+    """Every weight of the classifier by the name a SavedModel written by ``export`` gives it
+    (``conv1_conv/kernel``: layer, then variable), the backbone's layers flattened."""
     found: dict[str, keras.Variable] = {}
     for layer in classifier.layers:
         inner = layer.layers if isinstance(layer, keras.Model) else [layer]
         for sub in inner:
             for variable in sub.weights:
-                found[weight_name(sub, variable)] = variable
+                found[f"{sub.name}/{variable.name}"] = variable
     return found
 
 
@@ -43,12 +39,12 @@ def saved_model_weights(path: Path) -> dict[str, np.ndarray]:
     return {v.name.removesuffix(":0"): v.numpy() for v in loaded.signatures[SIGNATURE].variables}
 
 
-def load_initial_weights(classifier: keras.Model, source: str | Path) -> str:
-    """Set every weight of ``classifier`` from ``source``; returns what was loaded, in words."""
+def load_initial_weights(classifier: keras.Model, source: str | Path) -> None:
+    """Set every weight of ``classifier`` from ``source``."""
     path = Path(source).expanduser()
     if path.is_dir() and (path / "saved_model.pb").is_file():
         _assign_by_name(classifier, saved_model_weights(path), path)
-        return f"SavedModel {path}"
+        return
     if path.is_dir() and (path / FINAL_WEIGHTS).is_file():
         path = path / FINAL_WEIGHTS
     if path.is_file() and path.name.endswith(".weights.h5"):
@@ -56,7 +52,7 @@ def load_initial_weights(classifier: keras.Model, source: str | Path) -> str:
             classifier.load_weights(path)
         except ValueError as e:
             raise ConfigError(f"{path}: not this model's weights ({e})") from None
-        return f"weights file {path}"
+        return
     raise ConfigError(
         f"{source}: init_from needs an exported version directory (saved_model.pb), "
         f"a finished run directory ({FINAL_WEIGHTS}) or a .weights.h5 file"
