@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0")
     port: int = Field(8000, ge=1, le=65535)
     shutdown_timeout_s: float = Field(30.0, ge=0, description="Grace for in-flight requests.")
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="Seconds an idle keep-alive connection is held open. Keep it above the "
+        "idle timeout of every client and load balancer in front (httpx: 5 s, AWS ALB: 60 s) "
+        "so that they close first: with equal timeouts a request sent just as the server "
+        "closes the connection is dropped unanswered.",
+    )
 
     @property
     def max_request_bytes(self) -> int:

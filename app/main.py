@@ -249,4 +249,5 @@ def run(argv: list[str] | None = None) -> None:
         # fields before the logger drops it.
         access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=settings.keep_alive_s,
     )
