@@ -6,12 +6,17 @@ mode conversion, Lanczos resize) and classified by the served model.
     python benchmarks/upload_forms.py --model models/cifar10-resnet50/3 \\
         --data /tmp/cifar10/cifar-10-batches-py [--runtime openvino --precision bf16] \\
         [--split val] [--limit N] [--write-card] [--json FILE]
+    python benchmarks/upload_forms.py --run RUN_DIR --split val [--tta-flip [--tta-translate 1]] \\
+        --data ...
 
 Reported per form: accuracy, its drop against the clean PNGs, and the share of images whose
 top-1 answer changed. ``--write-card`` records the table in the version's model card
 (``upload_forms``). ``--split val`` measures the version's validation split instead (the
 training images its run held out, as its card records them), so that recipes can be compared
 on uploads without touching the test set; only the test set's table goes into the card.
+``--run`` measures a training run (or an ``interpolate`` result) before it is exported, in
+Keras at float32 with the test-time averages given, as ``export`` would serve it: exporting
+measures the test set, so candidates are compared this way first.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +42,10 @@ from model_card import record_in_card  # noqa: E402
 from app.cpu import cpu_report  # noqa: E402
 from app.images import decode_opened, open_upload  # noqa: E402
 from app.model import load_served_model  # noqa: E402
-from training.data import load_cifar10  # noqa: E402
+from training.data import Split, load_cifar10  # noqa: E402
+from training.evaluate import evaluation_split  # noqa: E402
 from training.quantize import version_splits  # noqa: E402
+from training.run import load_run_model  # noqa: E402
 
 EXIF_ORIENTATION = 0x0112
 
@@ -80,9 +88,44 @@ def as_uploaded(images: np.ndarray, form: str, size: tuple[int, int]) -> np.ndar
     return out
 
 
+@dataclass
+class Classifier:
+    """What is measured: a batch of uint8 images in, probabilities out, and what it is."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    input_size: tuple[int, int]
+    runtime: str
+    precision: str
+    images: Split
+
+
+def served_version(args: argparse.Namespace) -> Classifier:
+    """An exported version, served as the server serves it."""
+    if args.split == "val":
+        card = json.loads((args.model / "model_card.json").read_text())
+        images = version_splits(args.data, card)[1]
+    else:
+        images = load_cifar10(args.data).test
+    model = load_served_model(args.model.parent, int(args.model.name), args.runtime, args.precision)
+    return Classifier(
+        model.predict, model.input_size, model.runtime.name, model.runtime.precision, images
+    )
+
+
+def training_run(args: argparse.Namespace) -> Classifier:
+    """A run directory's final weights with the given test-time averages, in Keras."""
+    model, cfg = load_run_model(args.run, None, args.tta_flip, tta_translate=args.tta_translate)
+    images = evaluation_split(args.data, args.split, cfg).split
+    return Classifier(model.predict_on_batch, (32, 32), "keras", "float32", images)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True, help="a version folder")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="a version folder")
+    which.add_argument("--run", type=Path, help="a training run directory (not exported)")
+    ap.add_argument("--tta-flip", action="store_true", help="with --run: average the mirror")
+    ap.add_argument("--tta-translate", type=int, default=0, help="with --run and --tta-flip")
     ap.add_argument("--data", required=True, help="CIFAR-10 (official layout)")
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("--precision", default="auto")
@@ -92,15 +135,12 @@ def main() -> int:
     ap.add_argument("--write-card", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    if args.write_card and args.split != "test":
-        ap.error("--write-card records the official test set's table only")
-    if args.split == "val":
-        card = json.loads((args.model / "model_card.json").read_text())
-        images = version_splits(args.data, card)[1]
-    else:
-        images = load_cifar10(args.data).test
-    x, y = images.x[: args.limit], images.y[: args.limit]
-    model = load_served_model(args.model.parent, int(args.model.name), args.runtime, args.precision)
+    if args.write_card and (args.split != "test" or args.run):
+        ap.error("--write-card records an exported version's official test set's table only")
+    if (args.tta_flip or args.tta_translate) and not args.run:
+        ap.error("--tta-flip and --tta-translate are for --run (a version has its own)")
+    model = training_run(args) if args.run else served_version(args)
+    x, y = model.images.x[: args.limit], model.images.y[: args.limit]
     rows, clean = {}, None
     for form in FORMS:
         start = time.perf_counter()
@@ -119,14 +159,14 @@ def main() -> int:
         print(form, json.dumps(rows[form]), flush=True)
     result = {
         **({"test_images": len(y)} if args.split == "test" else {"validation_images": len(y)}),
-        "runtime": model.runtime.name,
-        "precision": model.runtime.precision,
+        "runtime": model.runtime,
+        "precision": model.precision,
         "hardware": cpu_report(),
         "command": "python benchmarks/upload_forms.py " + " ".join(sys.argv[1:]),
         "forms": rows,
     }
     what = "official test" if args.split == "test" else "validation"
-    print(f"\n{model.runtime.name} {model.runtime.precision}, {len(y)} {what} images:")
+    print(f"\n{model.runtime} {model.precision}, {len(y)} {what} images:")
     print("\n| upload form | accuracy | drop against clean PNG, points | answers changed |")
     print("| --- | ---: | ---: | ---: |")
     for form, r in rows.items():

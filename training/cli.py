@@ -3,6 +3,7 @@
     cifar10-model train --data /tmp/cifar10/cifar-10-batches-py --run-dir runs/r1 --epochs 18
     cifar10-model evaluate --run runs/r1 --data ...            # official test set
     cifar10-model export --run runs/r1 --data ... --models-dir models --name cifar10-resnet50
+    cifar10-model interpolate --run runs/finetune --alpha 0.5 --out runs/wise  # WiSE-FT
 
 Every user-caused failure (missing data, bad flag value, existing version) ends with one
 ``error: ...`` line and exit status 2.
@@ -186,6 +187,19 @@ def _quantize_parser(sub) -> None:
     )
 
 
+def _interpolate_parser(sub) -> None:
+    p = sub.add_parser(
+        "interpolate",
+        help="a run whose weights lie between a fine-tuned run and its source (WiSE-FT)",
+        description="Interpolate the weights of a run trained with --init-from and the model "
+        "it started from: alpha 0 is the source, 1 the fine-tuned run. Writes a run directory "
+        "that evaluate, export and the benchmarks read like a trained one.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="a finished run trained with init_from")
+    p.add_argument("--alpha", type=float, required=True, help="share of the fine-tuned weights")
+    p.add_argument("--out", type=Path, required=True, help="the new run directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cifar10-model", description="Train, evaluate and export the CIFAR-10 ResNet50 model."
@@ -195,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _export_parser(sub)
     _quantize_parser(sub)
+    _interpolate_parser(sub)
     return parser
 
 
@@ -335,6 +350,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from training.interpolate import interpolate_run
+
+    out = interpolate_run(args.run, args.alpha, args.out)
+    print(json.dumps({"run": str(out), "alpha": args.alpha}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -343,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "export": cmd_export,
         "quantize": cmd_quantize,
+        "interpolate": cmd_interpolate,
     }
     try:
         return handlers[args.command](args)

@@ -21,6 +21,7 @@ from training.config import ConfigError, TrainConfig
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
 from training.evaluate import classification_report, evaluation_split, keras_predictor, predict
+from training.interpolate import read_interpolation
 from training.model import wrap_for_input
 from training.model_card import write_model_card
 from training.provenance import git_commit, library_versions, utc_now
@@ -178,9 +179,22 @@ class ExportResult:
     selection: dict | None = None  # the card's validation_selection, when chosen there
 
 
-def describe_weights_source(cfg: TrainConfig) -> str:
+def describe_weights_source(cfg: TrainConfig, interpolation: dict | None = None) -> str:
     """Where the run's starting weights came from, in the card's words; a fine-tuned run
-    (``init_from``) also says where its source's weights came from, from the source's card."""
+    (``init_from``) also says where its source's weights came from, from the source's card,
+    and an interpolated one (``training.interpolate``) how much of each it holds."""
+    described = _describe_start(cfg)
+    if not interpolation:
+        return described
+    alpha = interpolation["alpha"]
+    return (
+        f"{described}; then interpolated between the two (WiSE-FT, alpha {alpha:g}): "
+        f"{1 - alpha:g} x the source's weights + {alpha:g} x the fine-tuned run's "
+        f"({interpolation['fine_tuned_run']})"
+    )
+
+
+def _describe_start(cfg: TrainConfig) -> str:
     if cfg.weights != "none":
         return cfg.weights
     if not cfg.init_from:
@@ -277,6 +291,7 @@ def export_run(
         )
         figures.append(figure)
     chosen = selection.card() if selection else None
+    interpolation = read_interpolation(run_dir)
     card = build_card(
         name=name,
         version=0,
@@ -284,12 +299,14 @@ def export_run(
         internal_size=size,
         tta_flip=tta_flip,
         tta_translate=tta_translate,
-        weights_source=describe_weights_source(cfg),
+        weights_source=describe_weights_source(cfg, interpolation),
         stem=cfg.stem,
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": _with_epoch_median(history)},
         metrics=metrics,
-        extra=(card_extra or {}) | ({"validation_selection": chosen} if chosen else {}),
+        extra=(card_extra or {})
+        | ({"validation_selection": chosen} if chosen else {})
+        | ({"interpolation": interpolation} if interpolation else {}),
     )
     path = write_export(model, models_dir, name, version, card, figures)
     return ExportResult(path, metrics and metrics["test_accuracy"], chosen)
