@@ -85,6 +85,16 @@ def test_what_cannot_be_interpolated_is_refused_in_one_line(
     assert json.loads(capsys.readouterr().out) == {"run": str(tmp_path / "new"), "alpha": 0.5}
 
 
+def _upload_forms(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "benchmarks/upload_forms.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     fine_tuned_run, cifar_dir, tmp_path
 ):
@@ -94,13 +104,7 @@ def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     run = interpolate_run(fine_tuned_run, 0.5, tmp_path / "wise")
     out = tmp_path / "forms.json"
     argv = ["--run", str(run), "--data", str(cifar_dir), "--split", "val", "--tta-flip"]
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/upload_forms.py", *argv, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _upload_forms(*argv, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     model, cfg = load_run_model(run, tta_flip=True)
@@ -109,11 +113,5 @@ def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     assert result["validation_images"] == len(val.y) > 0
     assert result["forms"]["png"]["accuracy"] == pytest.approx(expected)
     assert (result["runtime"], result["precision"]) == ("keras", "float32")
-    refused = subprocess.run(
-        [sys.executable, "benchmarks/upload_forms.py", *argv, "--write-card"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = _upload_forms(*argv, "--write-card")
     assert refused.returncode == 2 and "exported version's" in refused.stderr
