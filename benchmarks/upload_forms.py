@@ -131,18 +131,28 @@ def main() -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--limit", type=int, help="only the first N images")
+    ap.add_argument(
+        "--forms",
+        type=lambda text: text.split(","),
+        default=list(FORMS),
+        help=f"comma-separated, png first (default: all: {','.join(FORMS)})",
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--write-card", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.write_card and (args.split != "test" or args.run):
         ap.error("--write-card records an exported version's official test set's table only")
+    if args.forms[0] != "png" or not set(args.forms) <= set(FORMS):
+        ap.error(f"--forms: png (the clean reference) first, then any of {', '.join(FORMS)}")
+    if args.write_card and args.forms != list(FORMS):
+        ap.error("--write-card records every form")
     if (args.tta_flip or args.tta_translate) and not args.run:
         ap.error("--tta-flip and --tta-translate are for --run (a version has its own)")
     model = training_run(args) if args.run else served_version(args)
     x, y = model.images.x[: args.limit], model.images.y[: args.limit]
     rows, clean = {}, None
-    for form in FORMS:
+    for form in args.forms:
         start = time.perf_counter()
         pixels = as_uploaded(x, form, model.input_size)
         probs = np.concatenate(

@@ -104,14 +104,17 @@ def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     run = interpolate_run(fine_tuned_run, 0.5, tmp_path / "wise")
     out = tmp_path / "forms.json"
     argv = ["--run", str(run), "--data", str(cifar_dir), "--split", "val", "--tta-flip"]
-    proc = _upload_forms(*argv, "--json", str(out))
+    proc = _upload_forms(*argv, "--forms", "png,jpeg_q75", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     model, cfg = load_run_model(run, tta_flip=True)
     val = evaluation_split(str(cifar_dir), "val", cfg).split
     expected = float((model.predict_on_batch(val.x).argmax(1) == val.y).mean())
     assert result["validation_images"] == len(val.y) > 0
+    assert list(result["forms"]) == ["png", "jpeg_q75"]
     assert result["forms"]["png"]["accuracy"] == pytest.approx(expected)
     assert (result["runtime"], result["precision"]) == ("keras", "float32")
     refused = _upload_forms(*argv, "--write-card")
     assert refused.returncode == 2 and "exported version's" in refused.stderr
+    refused = _upload_forms(*argv, "--forms", "jpeg_q75,png")
+    assert refused.returncode == 2 and "png (the clean reference) first" in refused.stderr
