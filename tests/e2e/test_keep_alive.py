@@ -25,8 +25,11 @@ PNG = image_bytes()
 CLIENT_KEEPALIVE_S = 5.0  # httpx's default keep-alive expiry
 
 
+_FILES = {"file": ("a.png", PNG, "image/png")}
+
+
 def _post(client: httpx.Client) -> httpx.Response:
-    return client.post("/predict", files={"file": ("a.png", PNG, "image/png")})
+    return client.post("/predict", files=_FILES)
 
 
 def _keep_busy(base: str, stop: threading.Event) -> None:
@@ -37,22 +40,24 @@ def _keep_busy(base: str, stop: threading.Event) -> None:
 
             async def one() -> None:
                 while not stop.is_set():
-                    await client.post("/predict", files={"file": ("a.png", PNG, "image/png")})
+                    await client.post("/predict", files=_FILES)
 
             await asyncio.gather(*(one() for _ in range(32)))
 
     asyncio.run(run())
 
 
-def _request_across_a_server_pause(server: Server, idle_s: float) -> list:
+def _request_across_a_server_pause(
+    server: Server, idle_s: float
+) -> httpx.Response | httpx.TransportError:
     """One request, ``idle_s`` of quiet, then a second request on the same connection that
-    the server only reads after a pause spanning the 5 s mark. Returns the second outcome."""
+    the server only reads after a pause spanning the 5 s mark: its response or its error."""
     limits = httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
     outcome: list = []
     with httpx.Client(base_url=server.base, limits=limits, timeout=30) as client:
         assert _post(client).status_code == 200
-        busy = threading.Event()
-        hammer = threading.Thread(target=_keep_busy, args=(server.base, busy))
+        done = threading.Event()
+        hammer = threading.Thread(target=_keep_busy, args=(server.base, done))
         hammer.start()
         time.sleep(idle_s)
         os.kill(server.proc.pid, signal.SIGSTOP)
@@ -70,16 +75,16 @@ def _request_across_a_server_pause(server: Server, idle_s: float) -> list:
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         thread.join(30)
-        busy.set()
+        done.set()
         hammer.join(30)
-    return outcome
+    assert len(outcome) == 1, "the second request neither answered nor failed"
+    return outcome[0]
 
 
 def test_a_request_sent_within_the_clients_keep_alive_is_answered(server):
     outcome = _request_across_a_server_pause(server, idle_s=CLIENT_KEEPALIVE_S - 0.4)
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], httpx.Response), f"connection dropped: {outcome[0]!r}"
-    assert outcome[0].status_code == 200
+    assert isinstance(outcome, httpx.Response), f"connection dropped: {outcome!r}"
+    assert outcome.status_code == 200
 
 
 @pytest.fixture
