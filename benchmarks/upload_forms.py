@@ -42,7 +42,7 @@ from model_card import record_in_card  # noqa: E402
 from app.cpu import cpu_report  # noqa: E402
 from app.images import decode_opened, open_upload  # noqa: E402
 from app.model import load_served_model  # noqa: E402
-from training.data import Split, load_cifar10  # noqa: E402
+from training.data import IMAGE_SHAPE, Split, load_cifar10  # noqa: E402
 from training.evaluate import evaluation_split  # noqa: E402
 from training.quantize import version_splits  # noqa: E402
 from training.run import load_run_model  # noqa: E402
@@ -116,7 +116,7 @@ def training_run(args: argparse.Namespace) -> Classifier:
     """A run directory's final weights with the given test-time averages, in Keras."""
     model, cfg = load_run_model(args.run, None, args.tta_flip, tta_translate=args.tta_translate)
     images = evaluation_split(args.data, args.split, cfg).split
-    return Classifier(model.predict_on_batch, (32, 32), "keras", "float32", images)
+    return Classifier(model.predict_on_batch, IMAGE_SHAPE[:2], "keras", "float32", images)
 
 
 def main() -> int:
@@ -127,8 +127,8 @@ def main() -> int:
     ap.add_argument("--tta-flip", action="store_true", help="with --run: average the mirror")
     ap.add_argument("--tta-translate", type=int, default=0, help="with --run and --tta-flip")
     ap.add_argument("--data", required=True, help="CIFAR-10 (official layout)")
-    ap.add_argument("--runtime", default="auto")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--runtime", default="auto", help="with --model (a run is measured in Keras)")
+    ap.add_argument("--precision", default="auto", help="with --model")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--limit", type=int, help="only the first N images")
     ap.add_argument(
