@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from training.config import ConfigError
-from training.run import CONFIG, DATA_INFO, FINAL_WEIGHTS, HISTORY, load_run_classifier
+from training.run import (
+    CONFIG,
+    DATA_INFO,
+    FINAL_WEIGHTS,
+    HISTORY,
+    INTERPOLATION,
+    load_run_classifier,
+)
 from training.warm_start import load_initial_weights
 
-INTERPOLATION = "interpolation.json"
 _COPIED = (CONFIG, DATA_INFO, HISTORY, "learning_curves.png")
 
 

@@ -8,7 +8,9 @@ one place that knows the layout:
 - ``best.weights.h5`` (best validation accuracy so far) and ``model.weights.h5`` (the final
   choice, written when the run ends);
 - ``checkpoint/``: ``last.weights.h5``, ``optimizer.npz``, ``state.json`` and, with weight
-  averaging, ``average.npz`` after every epoch.
+  averaging, ``average.npz`` after every epoch;
+- ``interpolation.json``: only in a run that ``interpolate`` wrote (alpha, source, the
+  fine-tuned run).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ CHECKPOINT_WEIGHTS = "last.weights.h5"
 CHECKPOINT_OPTIMIZER = "optimizer.npz"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_AVERAGE = "average.npz"
+INTERPOLATION = "interpolation.json"
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
