@@ -173,6 +173,17 @@ def tiny_config(cifar_dir: Path, run_dir: Path, **overrides):
     return TrainConfig(**values)
 
 
+def run_upload_forms(*args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/upload_forms.py`` with ``args``, as a user runs it from the repository."""
+    return subprocess.run(
+        [sys.executable, "benchmarks/upload_forms.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 class Server:
     """``python -m app`` as a subprocess on a free loopback port."""
 

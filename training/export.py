@@ -25,7 +25,7 @@ from training.interpolate import read_interpolation
 from training.model import wrap_for_input
 from training.model_card import write_model_card
 from training.provenance import git_commit, library_versions, utc_now
-from training.run import DATA_INFO, HISTORY, load_run_classifier, read_json
+from training.run import DATA_INFO, HISTORY, LEARNING_CURVES, load_run_classifier, read_json
 from training.select import DEFAULT_TOLERANCE_PT, select_on_validation
 
 
@@ -264,7 +264,7 @@ def export_run(
     model = wrap_for_input(classifier, size, tta_flip, tta_translate)
     data_info = read_json(run_dir, DATA_INFO)
     history = read_json(run_dir, HISTORY)
-    metrics, figures = None, [run_dir / "learning_curves.png"]
+    metrics, figures = None, [run_dir / LEARNING_CURVES]
     if data:
         test = evaluation_split(data, "test", None)
         if test.sha256 != data_info["sha256"]:

@@ -28,11 +28,12 @@ from training.run import (
     FINAL_WEIGHTS,
     HISTORY,
     INTERPOLATION,
+    LEARNING_CURVES,
     load_run_classifier,
 )
 from training.warm_start import load_initial_weights
 
-_COPIED = (CONFIG, DATA_INFO, HISTORY, "learning_curves.png")
+_COPIED = (CONFIG, DATA_INFO, HISTORY, LEARNING_CURVES)
 
 
 def blend(start: list[np.ndarray], tuned: list[np.ndarray], alpha: float) -> list[np.ndarray]:

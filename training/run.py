@@ -4,7 +4,7 @@
 one place that knows the layout:
 
 - ``config.json``: the resolved ``TrainConfig``; ``data.json``: data source, sha256, split sizes;
-  ``history.json``: the summary and one row per epoch;
+  ``history.json``: the summary and one row per epoch; ``learning_curves.png`` its figure;
 - ``best.weights.h5`` (best validation accuracy so far) and ``model.weights.h5`` (the final
   choice, written when the run ends);
 - ``checkpoint/``: ``last.weights.h5``, ``optimizer.npz``, ``state.json`` and, with weight
@@ -31,6 +31,7 @@ CHECKPOINT_OPTIMIZER = "optimizer.npz"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_AVERAGE = "average.npz"
 INTERPOLATION = "interpolation.json"
+LEARNING_CURVES = "learning_curves.png"
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:

@@ -37,6 +37,7 @@ from training.run import (
     DATA_INFO,
     FINAL_WEIGHTS,
     HISTORY,
+    LEARNING_CURVES,
 )
 from training.schedule import make_optimizer, plan_phases, resolve_jit_compile, size_stages
 from training.warm_start import load_initial_weights
@@ -248,7 +249,7 @@ def _finish_run(
     (run_dir / HISTORY).write_text(
         json.dumps({"summary": summary, "epochs": run.history}, indent=2)
     )
-    plot_learning_curves(run.history, run_dir / "learning_curves.png")
+    plot_learning_curves(run.history, run_dir / LEARNING_CURVES)
     return TrainResult(
         run_dir,
         run.history,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.model import load_served_model
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_upload_forms
 from training.data import load_cifar10
 from training.quantize import version_splits
 
@@ -61,13 +61,16 @@ def test_the_exif_rotated_jpeg_is_turned_back_by_the_server(photo):
 
 def _report(model_root, cifar_dir, *args: str) -> subprocess.CompletedProcess:
     """The script on the tiny model in OpenVINO f32, with ``args`` after the common ones."""
-    return subprocess.run(
-        [sys.executable, "benchmarks/upload_forms.py", "--model", str(model_root / "1")]
-        + ["--data", str(cifar_dir), "--runtime", "openvino", "--precision", "f32", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return run_upload_forms(
+        "--model",
+        str(model_root / "1"),
+        "--data",
+        str(cifar_dir),
+        "--runtime",
+        "openvino",
+        "--precision",
+        "f32",
+        *args,
     )
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import run_upload_forms, tiny_config
 from training.cli import main
 from training.config import ConfigError
 from training.evaluate import evaluation_split
@@ -85,16 +83,6 @@ def test_what_cannot_be_interpolated_is_refused_in_one_line(
     assert json.loads(capsys.readouterr().out) == {"run": str(tmp_path / "new"), "alpha": 0.5}
 
 
-def _upload_forms(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "benchmarks/upload_forms.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     fine_tuned_run, cifar_dir, tmp_path
 ):
@@ -104,7 +92,7 @@ def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     run = interpolate_run(fine_tuned_run, 0.5, tmp_path / "wise")
     out = tmp_path / "forms.json"
     argv = ["--run", str(run), "--data", str(cifar_dir), "--split", "val", "--tta-flip"]
-    proc = _upload_forms(*argv, "--forms", "png,jpeg_q75", "--json", str(out))
+    proc = run_upload_forms(*argv, "--forms", "png,jpeg_q75", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     model, cfg = load_run_model(run, tta_flip=True)
@@ -114,7 +102,7 @@ def test_the_upload_forms_report_measures_a_run_on_validation_before_export(
     assert list(result["forms"]) == ["png", "jpeg_q75"]
     assert result["forms"]["png"]["accuracy"] == pytest.approx(expected)
     assert (result["runtime"], result["precision"]) == ("keras", "float32")
-    refused = _upload_forms(*argv, "--write-card")
+    refused = run_upload_forms(*argv, "--write-card")
     assert refused.returncode == 2 and "exported version's" in refused.stderr
-    refused = _upload_forms(*argv, "--forms", "jpeg_q75,png")
+    refused = run_upload_forms(*argv, "--forms", "jpeg_q75,png")
     assert refused.returncode == 2 and "png (the clean reference) first" in refused.stderr
