@@ -9,6 +9,7 @@ of ``(seed, epoch, batch index)``, so a resumed run sees exactly the batches it 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,7 +141,8 @@ class UploadAugmentation:
 class AugmentedBatches(PyDataset):
     """Shuffled, augmented training batches with one-hot (possibly mixed) targets.
 
-    Incomplete final batches are dropped; every image is still seen across epochs because
+    With a ``teacher`` (``distill.TeacherTargets``) the targets are its answer on each batch
+    after mixing and before the upload forms. Incomplete final batches are dropped; every image is still seen across epochs because
     the permutation changes each epoch. Call ``set_epoch`` before each epoch.
     """
 
@@ -156,6 +158,7 @@ class AugmentedBatches(PyDataset):
         mix_prob: float = 0.5,
         cutout: int = 0,
         upload: UploadAugmentation | None = None,
+        teacher: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -167,6 +170,7 @@ class AugmentedBatches(PyDataset):
         self.batch_size, self.seed = batch_size, seed
         self.pad, self.flip, self.mix, self.mix_prob = pad, flip, mix, mix_prob
         self.cutout, self.upload = cutout, upload or UploadAugmentation()
+        self.teacher = teacher
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -185,6 +189,8 @@ class AugmentedBatches(PyDataset):
             images = cutout(images, rng, self.cutout)
         if self.mix != "none" and rng.random() < self.mix_prob:
             images, targets = (cutmix if self.mix == "cutmix" else mixup)(images, targets, rng)
+        if self.teacher is not None:  # it sees the images as they are before the upload forms
+            targets = self.teacher(images, targets)
         if self.upload.active:
             images = self.upload(images, rng)
         return images, targets

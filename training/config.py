@@ -79,6 +79,15 @@ class TrainConfig:
         "architecture (stem) as this run",
         "model",
     )
+    teacher: str | None = option(
+        None,
+        "distil from this model (same forms as init_from, same architecture): its "
+        "probabilities on each batch before the upload forms are applied become the targets",
+        "model",
+    )
+    teacher_weight: float = option(
+        1.0, "with a teacher: its share of the targets, the rest the labels", "model"
+    )
     stem: str = option(
         "imagenet",
         "imagenet: ResNet50's 7x7 stride-2 convolution and max-pool (needed for imagenet "
@@ -184,6 +193,7 @@ class TrainConfig:
             (0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)"),
             (0 <= self.grayscale_prob <= 1, "grayscale_prob must be in [0, 1]"),
             (0 <= self.jpeg_prob <= 1, "jpeg_prob must be in [0, 1]"),
+            (0 < self.teacher_weight <= 1, "teacher_weight must be in (0, 1]"),
             (self.internal_size >= 32, "internal_size must be at least 32"),
             (all(s >= 32 for s in self.size_schedule.values()), "sizes must be at least 32"),
             (

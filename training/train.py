@@ -25,6 +25,7 @@ from training.callbacks import Checkpointer, EpochSetter, SessionDeadline, TimeB
 from training.checkpoint import RunState
 from training.config import ConfigError, TrainConfig
 from training.data import Split, load_cifar10, split_validation
+from training.distill import TeacherTargets
 from training.evaluate import classification_report, keras_predictor, predict
 from training.model import backbone_of, build_classifier, set_backbone_trainable, wrap_for_input
 from training.plots import plot_confusion_matrix, plot_learning_curves
@@ -170,6 +171,7 @@ def _fit_phases(
         upload=UploadAugmentation(
             cfg.color_jitter, cfg.grayscale_prob, cfg.jpeg_prob, cfg.jpeg_quality_range()
         ),
+        teacher=TeacherTargets.from_config(cfg) if cfg.teacher else None,
         workers=cfg.workers,
     )
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
