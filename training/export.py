@@ -182,8 +182,13 @@ class ExportResult:
 def describe_weights_source(cfg: TrainConfig, interpolation: dict | None = None) -> str:
     """Where the run's starting weights came from, in the card's words; a fine-tuned run
     (``init_from``) also says where its source's weights came from, from the source's card,
-    and an interpolated one (``training.interpolate``) how much of each it holds."""
+    a distilled one (``teacher``) from which teacher, and an interpolated one (``training.interpolate``) how much of each it holds."""
     described = _describe_start(cfg)
+    if cfg.teacher:
+        described += (
+            f"; distilled from {cfg.teacher} (its answers on the images before the upload "
+            f"forms were {cfg.teacher_weight:g} of the targets)"
+        )
     if not interpolation:
         return described
     alpha = interpolation["alpha"]
