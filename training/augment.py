@@ -142,8 +142,9 @@ class AugmentedBatches(PyDataset):
     """Shuffled, augmented training batches with one-hot (possibly mixed) targets.
 
     With a ``teacher`` (``distill.TeacherTargets``) the targets are its answer on each batch
-    after mixing and before the upload forms. Incomplete final batches are dropped; every image is still seen across epochs because
-    the permutation changes each epoch. Call ``set_epoch`` before each epoch.
+    after mixing and before the upload forms. Incomplete final batches are dropped; every
+    image is still seen across epochs because the permutation changes each epoch. Call
+    ``set_epoch`` before each epoch.
     """
 
     def __init__(

@@ -182,7 +182,8 @@ class ExportResult:
 def describe_weights_source(cfg: TrainConfig, interpolation: dict | None = None) -> str:
     """Where the run's starting weights came from, in the card's words; a fine-tuned run
     (``init_from``) also says where its source's weights came from, from the source's card,
-    a distilled one (``teacher``) from which teacher, and an interpolated one (``training.interpolate``) how much of each it holds."""
+    a distilled one (``teacher``) from which teacher, and an interpolated one
+    (``training.interpolate``) how much of each it holds."""
     described = _describe_start(cfg)
     if cfg.teacher:
         described += (
