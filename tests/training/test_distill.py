@@ -18,7 +18,7 @@ from training.train import train
 
 
 class RecordingTeacher:
-    """Answers class ``image mean % 10`` with certainty, and keeps every batch it was shown."""
+    """Answers class ``sum of the pixels % 10`` with certainty, and keeps every batch shown."""
 
     def __init__(self):
         self.shown: list[np.ndarray] = []
