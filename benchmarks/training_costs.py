@@ -52,7 +52,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.batch)]
-    for stem, size in (("imagenet", 64), ("cifar", 32)):
+    for stem, size in (("imagenet", 64), ("cifar", 32), ("cifar-full", 32)):
         classifier = build_classifier(stem=stem, zero_init_residual=True)
         model = wrap_for_input(classifier, size)
         model.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")

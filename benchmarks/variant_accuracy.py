@@ -10,7 +10,8 @@ where the version has one) is loaded by ``app.model.load_served_model`` exactly 
 default cap (16) on all 10,000 test images, and on the version's validation split (the images
 its training run held out, as ``cifar10-model quantize`` rebuilds them: what an int8 copy is
 chosen on). Reported per variant: both accuracies, top-1 agreement with TensorFlow f32 and the
-largest probability difference from it. ``--write-card`` records
+largest probability difference from it, the calibration (ECE, NLL, mean top-1 probability, on
+both splits) and the largest distance of an answer's sum from 1. ``--write-card`` records
 the table in the version's model card (``served_variants``).
 """
 
@@ -33,6 +34,7 @@ from model_card import record_in_card  # noqa: E402
 from app.cpu import cpu_report, has_fast_bf16  # noqa: E402
 from app.model import load_served_model  # noqa: E402
 from app.runtimes import INT8_DIR  # noqa: E402
+from training.calibration import calibration_metrics  # noqa: E402
 from training.data import load_cifar10  # noqa: E402
 from training.quantize import version_splits  # noqa: E402
 
@@ -51,6 +53,19 @@ def probabilities(version_dir: Path, runtime: str, precision: str, x: np.ndarray
     start = time.perf_counter()
     probs = np.concatenate([model.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
     return probs, model.class_names, time.perf_counter() - start
+
+
+def calibrated(probs, labels, val_probs, val_labels) -> dict:
+    """How well the variant's probabilities match how often it is right (ECE, NLL, mean top-1
+    probability; test, and validation with a prefix) and the largest distance of an answer's
+    sum from 1."""
+    test = calibration_metrics(probs, labels)
+    val = calibration_metrics(val_probs, val_labels)
+    return {
+        **{k: test[k] for k in ("ece", "nll", "mean_confidence")},
+        **{f"validation_{k}": val[k] for k in ("ece", "nll", "mean_confidence")},
+        "max_sum_error": max(test["max_sum_error"], val["max_sum_error"]),
+    }
 
 
 def main() -> int:
@@ -81,6 +96,7 @@ def main() -> int:
                 },
                 "top1_agreement_with_tensorflow_f32": float((pred == reference.argmax(1)).mean()),
                 "max_abs_probability_difference": float(np.abs(probs - reference).max()),
+                **calibrated(probs, test.y, val_probs, validation.y),
                 "seconds": round(seconds, 1),
             }
         )
@@ -95,13 +111,15 @@ def main() -> int:
     }
     print(
         "\n| runtime | precision | official test accuracy | validation accuracy "
-        "| top-1 agreement with TF f32 |"
+        "| top-1 agreement with TF f32 | ECE | NLL | largest difference | largest sum error |"
     )
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['runtime']} | {r['precision']} | {r['test_accuracy']:.2%} "
-            f"| {r['validation_accuracy']:.2%} | {r['top1_agreement_with_tensorflow_f32']:.2%} |"
+            f"| {r['validation_accuracy']:.2%} | {r['top1_agreement_with_tensorflow_f32']:.2%} "
+            f"| {r['ece']:.2%} | {r['nll']:.3f} | {r['max_abs_probability_difference']:.4f} "
+            f"| {r['max_sum_error']:.1e} |"
         )
     if args.write_card:
         record_in_card(args.model, "served_variants", result)

@@ -17,6 +17,14 @@ from pathlib import Path
 
 import keras
 
+from training.calibration import (
+    CALIBRATIONS,
+    NOT_CALIBRATED,
+    RELIABILITY_FIGURE,
+    apply_temperature,
+    calibrate_on_validation,
+    plot_calibration,
+)
 from training.config import ConfigError, TrainConfig
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from training.data import IMAGE_SHAPE, NUM_CLASSES, DataError
@@ -61,6 +69,9 @@ BACKBONES = {
     "imagenet": "keras.applications.ResNet50 (include_top=False)",
     "cifar": "ResNet50 with a CIFAR stem: 3x3 stride-1 convolution and a stride-2 max-pool in "
     "place of the 7x7 stride-2 convolution and max-pool; stages as keras.applications.ResNet50",
+    "cifar-full": "ResNet50 with a CIFAR stem without max-pool: a 3x3 stride-1 convolution in "
+    "place of the 7x7 stride-2 convolution and max-pool, so stage 2 works on 32x32 maps; stages "
+    "as keras.applications.ResNet50",
 }
 
 
@@ -234,6 +245,7 @@ def export_run(
     select_sizes: list[int] | None = None,
     select_tolerance_pt: float = DEFAULT_TOLERANCE_PT,
     select_translate: int = 0,
+    calibrate: str = "temperature",
 ) -> ExportResult:
     """Export a finished run as ``models_dir/name/version`` with its card and figures.
 
@@ -245,7 +257,20 @@ def export_run(
     validation split among those sizes, with and without the flip, and with flip and
     ``select_translate`` when set (``training.select``), before the test set is touched; the
     card's ``validation_selection`` records every candidate.
+
+    ``calibrate="temperature"`` (the default, needs ``data``) fits a temperature on the run's
+    validation split for the exported variant and puts it in the graph
+    (``training.calibration``); the card's ``calibration`` records it with the ECE and NLL
+    before and after, and a reliability diagram joins the figures. ``"none"`` exports the
+    probabilities as the network averages them.
     """
+    if calibrate not in CALIBRATIONS:
+        raise ConfigError(f"calibrate must be one of {', '.join(CALIBRATIONS)}")
+    if calibrate != "none" and not data:
+        raise ConfigError(
+            "calibration is fitted on the run's validation split: give --data, or "
+            "--calibrate none to export uncalibrated probabilities"
+        )
     from training.plots import plot_confusion_matrix
 
     selection = None
@@ -271,12 +296,24 @@ def export_run(
     data_info = read_json(run_dir, DATA_INFO)
     history = read_json(run_dir, HISTORY)
     metrics, figures = None, [run_dir / LEARNING_CURVES]
+    calibration = dict(NOT_CALIBRATED)
     if data:
         test = evaluation_split(data, "test", None)
         if test.sha256 != data_info["sha256"]:
             raise DataError(f"{test.source}: checksum differs from the training data's")
         x, y = test.split.x, test.split.y
-        served = classification_report(y, predict(keras_predictor(model), x), test.class_names)
+        probs = predict(keras_predictor(model), x)
+        if calibrate == "temperature":
+            val = evaluation_split(data, "val", cfg).split
+            calibration = calibrate_on_validation(
+                predict(keras_predictor(model), val.x), val.y, probs, y
+            )
+            temperature = calibration["temperature"]
+            model = wrap_for_input(classifier, size, tta_flip, tta_translate, temperature)
+            probs = apply_temperature(probs, temperature)  # what the calibrated graph answers
+            plot_calibration(calibration, run_dir / RELIABILITY_FIGURE)
+            figures.append(run_dir / RELIABILITY_FIGURE)
+        served = classification_report(y, probs, test.class_names)
         metrics = {
             "test_accuracy": served["accuracy"],
             "test_per_class_accuracy": {k: v["recall"] for k, v in served["per_class"].items()},
@@ -311,6 +348,7 @@ def export_run(
         training={"config": cfg.to_dict(), "summary": _with_epoch_median(history)},
         metrics=metrics,
         extra=(card_extra or {})
+        | {"calibration": calibration}
         | ({"validation_selection": chosen} if chosen else {})
         | ({"interpolation": interpolation} if interpolation else {}),
     )

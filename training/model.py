@@ -14,9 +14,12 @@ import keras
 import numpy as np
 from keras import layers
 
+from training.calibration import PROBABILITY_FLOOR
 from training.config import ConfigError
 from training.contract import INPUT_NAME
 from training.data import IMAGE_SHAPE, NUM_CLASSES
+
+CIFAR_STEMS = ("cifar", "cifar-full")
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -51,18 +54,23 @@ def _bottleneck(x, filters: int, stride: int, shortcut_conv: bool, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def resnet50_cifar_stem() -> keras.Model:
+def resnet50_cifar_stem(max_pool: bool = True) -> keras.Model:
     """ResNet50 with a CIFAR stem: a 3x3 stride-1 convolution on the 32 px image and one
     stride-2 max-pool, in place of the 7x7 stride-2 convolution and max-pool that ImageNet's
     224 px images need. At 32 px in, stage 2 sees 16x16 maps, as the stock stem gives at 64 px
     in, so the cost is about the same, but the first layer sees real pixels, not upscaled
     ones. The stages, blocks and layer names are ResNet50's own (``conv2_block1_1_conv``...).
+
+    ``max_pool=False`` (the ``cifar-full`` stem) drops the max-pool: stage 2 works on the full
+    32x32 maps, as the CIFAR ResNets that reach 95 % do, at about 4x the cost of a pass. The
+    max-pool has no weights, so the two stems hold the same weights under the same names.
     """
     inputs = keras.Input((None, None, 3))
     x = layers.Conv2D(64, 3, padding="same", name="conv1_conv")(inputs)
     x = layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+    if max_pool:
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     for stage, (filters, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)]):
         for block in range(blocks):
             x = _bottleneck(
@@ -92,14 +100,15 @@ def build_classifier(
     residual block at zero, so each block begins as an identity: the architecture is
     unchanged, and from-scratch training at a high learning rate is far more stable.
 
-    ``stem`` is ``imagenet`` (Keras' ResNet50, which pretrained weights need) or ``cifar``
-    (``resnet50_cifar_stem``, random init only).
+    ``stem`` is ``imagenet`` (Keras' ResNet50, which pretrained weights need), ``cifar``
+    (``resnet50_cifar_stem``, random init only) or ``cifar-full`` (the same without its
+    max-pool).
     """
     pretrained = weights != "none"
-    if stem == "cifar":
+    if stem in CIFAR_STEMS:
         if pretrained:
             raise ValueError("pretrained weights need the imagenet stem")
-        backbone = resnet50_cifar_stem()
+        backbone = resnet50_cifar_stem(max_pool=stem == "cifar")
     else:
         backbone = keras.applications.ResNet50(
             include_top=False, weights=resolve_weights(weights), input_shape=(None, None, 3)
@@ -123,7 +132,11 @@ def backbone_of(classifier: keras.Model) -> keras.Model:
 
 
 def wrap_for_input(
-    classifier: keras.Model, internal_size: int, tta_flip: bool = False, tta_translate: int = 0
+    classifier: keras.Model,
+    internal_size: int,
+    tta_flip: bool = False,
+    tta_translate: int = 0,
+    temperature: float | None = None,
 ) -> keras.Model:
     """The contract model: uint8 ``[b, 32, 32, 3]`` → float32 ``[b, 10]`` probabilities.
 
@@ -138,6 +151,10 @@ def wrap_for_input(
     OpenVINO on a 2-core Zen 4 a lone image's six passes take 1.7x less time (18 ms against 30
     in f32, 10 against 17 in bf16), as one image's small maps leave the cores idle; batches of
     16, and the flip alone, from 3 % slower to 10 % faster (``benchmarks/tta_batching.py``).
+
+    ``temperature`` (``training.calibration``) calibrates the answer last, after the averages:
+    ``softmax(log p / T)``, in float32, so every runtime that reads the graph answers calibrated
+    probabilities.
     """
     if tta_translate < 0 or (tta_translate and not tta_flip):
         raise ConfigError("the test-time translate needs the flip and a non-negative shift")
@@ -165,6 +182,11 @@ def wrap_for_input(
         per_copy = keras.ops.reshape(probs, (len(copies), -1, probs.shape[-1]))
         weight = np.asarray(weights, dtype="float32").reshape(-1, 1, 1)
         probs = keras.ops.sum(per_copy * weight, axis=0)
+    if temperature is not None:
+        if not temperature > 0:
+            raise ConfigError(f"the temperature must be positive, got {temperature}")
+        logits = keras.ops.log(keras.ops.maximum(probs, PROBABILITY_FLOOR))
+        probs = keras.ops.softmax(logits * np.float32(1.0 / temperature), axis=-1)
     return keras.Model(inputs, probs, name=f"{classifier.name}_{internal_size}px")
 
 

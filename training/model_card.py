@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from training.calibration import RELIABILITY_FIGURE
 from training.contract import CARD_NAME
 
 README_NAME = "README.md"
@@ -52,6 +53,7 @@ def _sessions(card: dict) -> list[dict]:
 def front_matter(card: dict) -> dict:
     """The YAML metadata: what model hubs index and what ``model-index`` reports."""
     metrics = card.get("metrics") or {}
+    calibration = card.get("calibration") or {}
     results = []
     if "test_accuracy" in metrics:
         results.append(
@@ -64,7 +66,18 @@ def front_matter(card: dict) -> dict:
                         "value": round(metrics["test_accuracy"] * 100, 2),
                         "name": "Official test accuracy, as served (%)",
                     }
-                ],
+                ]
+                + (
+                    [
+                        {
+                            "type": "ece",
+                            "value": round(calibration["test"]["after"]["ece"] * 100, 2),
+                            "name": "Expected calibration error, official test, 15 bins (%)",
+                        }
+                    ]
+                    if "test" in calibration
+                    else []
+                ),
             }
         )
     return {
@@ -301,12 +314,72 @@ def _evaluation(card: dict) -> list[str]:
                 f"{_pct(control['validation_accuracy_float32'])} (bound {control['max_drop_pt']}"
                 f" points; {len(kept) or 'no'} layer{'' if len(kept) == 1 else 's'} kept in float)."
             )
+        if "max_sum_error" in int8:
+            lines[-1] += (
+                f" {int8['float_head'][0].upper()}{int8['float_head'][1:]}; on the test set the "
+                f"int8 probabilities sum to 1 within {int8['max_sum_error']:.1e} and differ from "
+                f"the reference's by at most {int8['max_abs_probability_difference']:.4f}."
+            )
         replaced = int8.get("replaced")
         if replaced:
             lines[-1] += (
                 f" It replaced {replaced['what']}: {_pct(replaced['test_accuracy'])} official "
                 f"test, {_pct(replaced['validation_accuracy'])} validation ({replaced['why']})."
             )
+    return lines
+
+
+def _calibration(card: dict) -> list[str]:
+    """What ``probability`` means: the calibration, its measures, every variant's."""
+    section = card.get("calibration") or {}
+    lines = ["## Probabilities", ""]
+    if section.get("temperature") is None:
+        return lines + [
+            "Not calibrated: the probabilities are the network's softmax as the test-time "
+            "averages combine it; they need not match how often the model is right "
+            "(`cifar10-model calibrate --model VERSION_DIR` writes a calibrated version)."
+        ]
+    bins = section["bins"]
+    lines += [
+        f"Calibrated: {section['method']}. Temperature **{section['temperature']:.4f}**. "
+        f"Expected calibration error (ECE: top-1 confidence in {bins} equal-width bins) and "
+        "negative log-likelihood of the true class (NLL), before and after, in Keras float32:",
+        "",
+        "| split | images | accuracy | mean top-1 probability, before / after "
+        "| ECE, before / after | NLL, before / after |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for split in ("validation", "test"):
+        if split in section:
+            b, a = section[split]["before"], section[split]["after"]
+            lines.append(
+                f"| {'official test' if split == 'test' else split} | {b['images']:,} | "
+                f"{_pct(a['accuracy'])} | {b['mean_confidence']:.3f} / "
+                f"{a['mean_confidence']:.3f} | {_pct(b['ece'])} / **{_pct(a['ece'])}** | "
+                f"{b['nll']:.3f} / {a['nll']:.3f} |"
+            )
+    source = card.get("calibrated_from")
+    if source:
+        lines += [
+            "",
+            f"Calibrated from {source['name']} version {source['version']}: {source['note']}.",
+        ]
+    variants = [v for v in (card.get("served_variants") or {}).get("variants", []) if "ece" in v]
+    if variants:
+        lines += [
+            "",
+            "Every served variant, official test set, through the server's own loading code "
+            "(the probabilities of each answer sum to 1 within the last column):",
+            "",
+            "| runtime | precision | ECE | NLL | largest difference from TF f32 "
+            "| largest distance of a sum from 1 |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+            *(
+                f"| {v['runtime']} | {v['precision']} | {_pct(v['ece'])} | {v['nll']:.3f} | "
+                f"{v['max_abs_probability_difference']:.4f} | {v['max_sum_error']:.1e} |"
+                for v in variants
+            ),
+        ]
     return lines
 
 
@@ -363,6 +436,7 @@ def _files(version_dir: Path | None) -> list[str]:
     for figure, what in (
         ("learning_curves.png", "learning curves"),
         ("confusion_matrix_test.png", "confusion matrix on the official test set"),
+        (RELIABILITY_FIGURE, "reliability diagram on the official test set, before and after"),
     ):
         if version_dir is None or (version_dir / figure).is_file():
             lines += [f"- `{figure}`: {what}", "", f"![{what}]({figure})", ""]
@@ -378,6 +452,7 @@ def render_model_card(card: dict, version_dir: Path | None = None) -> str:
         _serving(card),
         _training(card),
         _evaluation(card),
+        _calibration(card),
         _limitations(card),
         _files(version_dir),
         [

@@ -72,3 +72,35 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_reliability(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    """Reliability diagram: per confidence bin (``training.calibration.reliability_bins``), the
+    accuracy against the mean confidence, one line per set of answers (e.g. before and after
+    calibration), the diagonal where they should lie, and how many answers each bin holds."""
+    fig = Figure(figsize=(10, 4.5))
+    diagram, counts = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+    diagram.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfectly calibrated")
+    for (label, rows), marker in zip(curves.items(), ("o", "s", "^", "D"), strict=False):
+        filled = [r for r in rows if r["count"]]
+        diagram.plot(
+            [r["confidence"] for r in filled],
+            [r["accuracy"] for r in filled],
+            f"-{marker}",
+            ms=4,
+            label=label,
+        )
+        centres = [(r["lower"] + r["upper"]) / 2 for r in rows]
+        counts.plot(centres, [r["count"] for r in rows], f"-{marker}", ms=3, label=label)
+    diagram.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean top-1 probability in the bin")
+    diagram.set_ylabel("accuracy in the bin")
+    diagram.set_title(title, fontsize=10)
+    diagram.grid(alpha=0.3)
+    diagram.legend(fontsize=8, loc="upper left")
+    counts.set_yscale("log")
+    counts.set(xlim=(0, 1), xlabel="top-1 probability (bin centre)", ylabel="answers in the bin")
+    counts.set_title("how many answers each bin holds", fontsize=10)
+    counts.grid(alpha=0.3)
+    counts.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -56,5 +56,18 @@ def test_train_on_jax_then_export_on_tensorflow(cifar_dir, tmp_path):
     model, _ = load_run_model(run)  # this process runs TensorFlow
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.predict_on_batch(x).sum(axis=1), 1.0, atol=1e-5)
-    assert main(["export", "--run", str(run), "--models-dir", str(tmp_path / "models")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(run),
+                "--models-dir",
+                str(tmp_path / "models"),
+                "--calibrate",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "models" / "cifar10-resnet50" / "1" / "saved_model.pb").is_file()

@@ -93,7 +93,20 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
 
 def test_evaluate_saved_model_and_run_agree(trained_run, cifar_dir, tmp_path, capsys):
     models = tmp_path / "models"
-    assert main(["export", "--run", str(trained_run), "--models-dir", str(models)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(trained_run),
+                "--models-dir",
+                str(models),
+                "--calibrate",
+                "none",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "report.json"
     png = tmp_path / "cm.png"
