@@ -49,6 +49,14 @@ def make_batch(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
     return x, labels
 
 
+def smooth_photo(seed: int = 0) -> np.ndarray:
+    """A smooth colour image (gradients plus noise), which JPEG can compress but not keep."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(seed)
+    base = np.stack([yy * 7, xx * 7, (yy + xx) * 3], axis=-1) + rng.integers(0, 40, (32, 32, 3))
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
 def write_cifar_dir(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     """Write the official ``cifar-10-batches-py`` layout (protocol-2 pickles, bytes keys)."""
     out = root / "cifar-10-batches-py"

@@ -30,7 +30,7 @@ from training.config import ConfigError, TrainConfig
 from training.contract import CARD_NAME
 from training.data import DataError, load_cifar10
 from training.evaluate import classification_report, keras_predictor, predict
-from training.export import write_export
+from training.export import next_version, write_export
 from training.provenance import git_commit, library_versions, utc_now
 from training.quantize import version_splits
 from training.run import LEARNING_CURVES
@@ -64,6 +64,25 @@ def rebuild_version(version_dir: Path, card: dict, temperature: float | None = N
     return classifier, lambda t=temperature: wrap_for_input(
         classifier, card["internal_size"], card["tta_flip"], card.get("tta_translate", 0), t
     )
+
+
+def reproduce_commands(
+    source: dict, version_dir: Path, data: str, root: Path, version: int | None
+) -> dict:
+    """The source card's ``reproduce`` commands that made the weights, then this command; the
+    commands that measure a version (int8, served variants, upload forms) pointed at the new
+    one (``root``'s next free number, or ``version``)."""
+    new_dir = root / str(version or next_version(root))
+    commands = {k: v for k, v in (source.get("reproduce") or {}).items() if k not in SOURCE_ONLY}
+    commands["calibrate"] = f"cifar10-model calibrate --model {version_dir} --data {data}" + (
+        f" --version {version}" if version else ""
+    )
+    if root != version_dir.parent:
+        commands["calibrate"] += f" --models-dir {root.parent}"
+    for key in ("int8", "served_variants", "upload_forms"):
+        if key in (source.get("reproduce") or {}):
+            commands[key] = source["reproduce"][key].replace(str(version_dir), str(new_dir))
+    return commands
 
 
 def recalibrate_version(
@@ -131,6 +150,8 @@ def recalibrate_version(
             "test": report,
         },
     )
+    root = (Path(models_dir) if models_dir else version_dir.parent.parent) / version_dir.parent.name
+    card["reproduce"] = reproduce_commands(source, version_dir, data, root, version)
     from training.plots import plot_confusion_matrix
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,8 +168,8 @@ def recalibrate_version(
             figures.append(Path(tmp) / LEARNING_CURVES)
         path = write_export(
             wrap(temperature),
-            Path(models_dir) if models_dir else version_dir.parent.parent,
-            version_dir.parent.name,
+            root.parent,
+            root.name,
             version,
             card,
             figures,

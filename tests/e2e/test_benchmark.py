@@ -69,3 +69,29 @@ def test_serving_benchmark_compares_runtimes_and_reports_every_target(tiny_model
         assert result["rss_mib"][variant]["VmRSS"] > 0
     assert (tmp_path / "profile" / "event_loop_top.txt").read_text().strip()
     assert "Medians of 2 rounds" in proc.stdout and "event loop, own time" in proc.stdout
+
+
+def test_version_speed_times_every_version_of_every_variant(tiny_model_root, tmp_path):
+    models = tmp_path / "tiny"
+    for version in ("1", "2"):
+        shutil.copytree(tiny_model_root / "1", models / version)
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/version_speed.py", "--model-dir", str(models)]
+        + ["--versions", "1,2", "--variants", "tensorflow:f32,openvino:f32"]
+        + ["--batches", "4,1", "--rounds", "2", "--seconds", "0.1", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("machine: ")
+    rows = json.loads(out.read_text())["rows"]
+    keys = {(r["runtime"], r["precision"], r["batch"], r["version"]) for r in rows}
+    assert len(rows) == len(keys) == 8  # 2 variants x 2 batches x 2 versions
+    for row in rows:
+        assert row["images_per_s"] > 0
+        if row["version"] == 1:  # the baseline against itself, round by round
+            assert row["ratio_to_first"] == 1.0
+    assert "| openvino | f32 | 1 |" in proc.stdout

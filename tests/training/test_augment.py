@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers import smooth_photo
 from training.augment import (
     AugmentedBatches,
     UploadAugmentation,
@@ -102,14 +103,6 @@ def test_mixup_blends_pixels_and_labels_with_the_same_weight():
     assert blended_somewhere
 
 
-def _photo(seed: int = 0) -> np.ndarray:
-    """A smooth colour image (gradients plus noise), which JPEG can compress but not keep."""
-    yy, xx = np.mgrid[0:32, 0:32]
-    rng = np.random.default_rng(seed)
-    base = np.stack([yy * 7, xx * 7, (yy + xx) * 3], axis=-1) + rng.integers(0, 40, (32, 32, 3))
-    return np.clip(base, 0, 255).astype(np.uint8)
-
-
 def test_cutout_zeroes_one_square_clipped_at_the_border():
     x = np.full((64, 32, 32, 3), 200, dtype=np.uint8)
     out = cutout(x, np.random.default_rng(0), 12)
@@ -125,7 +118,7 @@ def test_cutout_zeroes_one_square_clipped_at_the_border():
 
 
 def test_jpeg_roundtrip_changes_pixels_more_at_lower_quality():
-    image = _photo()
+    image = smooth_photo()
     low, high = jpeg_roundtrip(image, 30), jpeg_roundtrip(image, 95)
     assert low.shape == image.shape and low.dtype == np.uint8
     error = [np.abs(v.astype(int) - image).mean() for v in (low, high)]
@@ -133,15 +126,15 @@ def test_jpeg_roundtrip_changes_pixels_more_at_lower_quality():
 
 
 def test_grayscale_has_equal_channels_and_pillows_luma():
-    gray = grayscale(_photo())
+    gray = grayscale(smooth_photo())
     np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
     np.testing.assert_array_equal(gray[..., 1], gray[..., 2])
-    r, g, b = (_photo()[..., i].astype(float) for i in range(3))
+    r, g, b = (smooth_photo()[..., i].astype(float) for i in range(3))
     np.testing.assert_allclose(gray[..., 0], 0.299 * r + 0.587 * g + 0.114 * b, atol=1)
 
 
 def test_color_jitter_stays_in_range_and_zero_strength_is_identity():
-    image = _photo()
+    image = smooth_photo()
     rng = np.random.default_rng(3)
     np.testing.assert_array_equal(color_jitter(image, rng, 0.0), image)
     jittered = [color_jitter(image, rng, 0.4) for _ in range(8)]
@@ -152,7 +145,7 @@ def test_color_jitter_stays_in_range_and_zero_strength_is_identity():
 
 
 def test_upload_augmentation_changes_images_keeps_labels_and_is_deterministic():
-    x = np.stack([_photo(i) for i in range(40)])
+    x = np.stack([smooth_photo(i) for i in range(40)])
     y = np.arange(40) % 10
     upload = UploadAugmentation(grayscale_prob=0.5, jpeg_prob=1.0, jpeg_quality=(30, 60))
     plain = AugmentedBatches(x, y, batch_size=8, seed=2)

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config
-from tests.training.test_augment import _photo
+from tests.helpers import smooth_photo, tiny_config
 from training.augment import AugmentedBatches, UploadAugmentation, one_hot
 from training.config import ConfigError
 from training.distill import TeacherTargets
@@ -29,7 +28,7 @@ class RecordingTeacher:
 
 
 def test_the_teacher_sees_each_batch_before_the_upload_forms_and_gives_its_targets():
-    x = np.stack([_photo(i) for i in range(24)])
+    x = np.stack([smooth_photo(i) for i in range(24)])
     y = np.zeros(24, dtype=np.int64)  # every label class 0: the teacher's targets differ
     upload = UploadAugmentation(grayscale_prob=0.5, jpeg_prob=1.0, jpeg_quality=(30, 60))
     teacher = RecordingTeacher()
@@ -68,7 +67,7 @@ def test_a_run_distils_from_a_finished_run_and_its_card_says_so(trained_run, cif
     )
     teacher = TeacherTargets.from_config(cfg)
     expected, _ = load_run_model(trained_run)
-    images = np.stack([_photo(i) for i in range(4)])
+    images = np.stack([smooth_photo(i) for i in range(4)])
     np.testing.assert_allclose(
         teacher(images, one_hot(np.zeros(4, np.int64))),
         expected.predict_on_batch(images),

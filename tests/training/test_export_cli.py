@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import CLASS_NAMES
+from training.calibration import apply_temperature
 from training.cli import main
 from training.run import load_run_model
 
@@ -45,7 +46,11 @@ def test_export_reloads_with_same_outputs_and_a_full_card(trained_run, cifar_dir
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     exported = signature(image=tf.constant(x))["probabilities"].numpy()
     keras_model, _ = load_run_model(trained_run, tta_flip=True)
-    np.testing.assert_allclose(exported, keras_model.predict_on_batch(x), atol=1e-5)
+    temperature = json.loads((version_dir / "model_card.json").read_text())["calibration"][
+        "temperature"
+    ]
+    expected = apply_temperature(keras_model.predict_on_batch(x), temperature)
+    np.testing.assert_allclose(exported, expected, atol=1e-5)
 
     card = json.loads((version_dir / "model_card.json").read_text())
     assert card["class_names"] == CLASS_NAMES and card["version"] == 1
