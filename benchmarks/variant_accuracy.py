@@ -55,6 +55,17 @@ def probabilities(version_dir: Path, runtime: str, precision: str, x: np.ndarray
     return probs, model.class_names, time.perf_counter() - start
 
 
+def difference_spread(probs, reference) -> dict:
+    """How far each answer is from TensorFlow f32's (its largest difference over the classes):
+    the share of answers within 0.01, the 99th percentile and the mean."""
+    per_answer = np.abs(probs - reference).max(axis=1)
+    return {
+        "answers_within_0.01_of_tensorflow_f32": float((per_answer <= 0.01).mean()),
+        "p99_abs_probability_difference": float(np.percentile(per_answer, 99)),
+        "mean_abs_probability_difference": float(per_answer.mean()),
+    }
+
+
 def calibrated(probs, labels, val_probs, val_labels) -> dict:
     """How well the variant's probabilities match how often it is right (ECE, NLL, mean top-1
     probability; test, and validation with a prefix) and the largest distance of an answer's
@@ -96,6 +107,7 @@ def main() -> int:
                 },
                 "top1_agreement_with_tensorflow_f32": float((pred == reference.argmax(1)).mean()),
                 "max_abs_probability_difference": float(np.abs(probs - reference).max()),
+                **difference_spread(probs, reference),
                 **calibrated(probs, test.y, val_probs, validation.y),
                 "seconds": round(seconds, 1),
             }

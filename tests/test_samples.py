@@ -59,3 +59,14 @@ def test_the_quick_starts_example_answer_is_the_default_variants():
     label, probability = answers("auto")["ship"]
     # int8 kernels differ a little between instruction sets (VNNI, AMX, AVX2)
     assert label == "ship" and probability == pytest.approx(float(shown.group(1)), abs=0.02)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_variants_answers_are_probabilities(precision):
+    """Each answer's ten probabilities sum to 1 (version 3's int8 copy summed to 0.967-1.006,
+    its softmax and test-time average computed in int8)."""
+    model = load_served_model(ROOT / "models" / "cifar10-resnet50", precision=precision)
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in SAMPLES])
+    probs = model.predict(images).astype(np.float64)
+    assert probs.shape == (10, 10) and (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)

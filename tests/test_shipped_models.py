@@ -120,8 +120,13 @@ def test_each_versions_model_card_is_generated_from_its_json_card(version):
     assert {"license", "tags", "metrics", "model-index"} <= set(meta)
     (result,) = meta["model-index"][0]["results"]
     assert result["dataset"]["type"] == "cifar10" and result["dataset"]["split"] == "test"
-    (accuracy,) = result["metrics"]
-    assert accuracy["value"] == pytest.approx(card(version)["metrics"]["test_accuracy"] * 100)
+    reported = {m["type"]: m["value"] for m in result["metrics"]}
+    assert reported["accuracy"] == pytest.approx(card(version)["metrics"]["test_accuracy"] * 100)
+    calibration = card(version).get("calibration") or {}
+    if "test" in calibration:
+        assert reported["ece"] == pytest.approx(calibration["test"]["after"]["ece"] * 100, abs=0.01)
+    else:
+        assert set(reported) == {"accuracy"}
     for section in (
         "Intended use",
         "Training data",
@@ -133,3 +138,31 @@ def test_each_versions_model_card_is_generated_from_its_json_card(version):
         assert f"\n## {section}\n" in body, section
     for link in re.findall(r"\]\(([^)#]+)\)", body):  # figures and the JSON card beside it
         assert (version / link).resolve().exists(), link
+
+
+CALIBRATED = [v for v in VERSIONS if (card(v).get("calibration") or {}).get("temperature")]
+
+
+@pytest.mark.parametrize("version", CALIBRATED, ids=lambda p: p.name)
+def test_a_calibrated_versions_probabilities_are_probabilities_in_every_variant(version):
+    """What ``benchmarks/variant_accuracy.py --write-card`` measured on the 10,000 test images
+    through the server's loader: every variant's answers sum to 1 within 1e-4, its ECE is at
+    most 1.5 %, and its labels are the calibration's source's (same accuracy)."""
+    c = card(version)
+    calibration = c["calibration"]
+    assert calibration["test"]["after"]["accuracy"] == pytest.approx(c["metrics"]["test_accuracy"])
+    assert calibration["test"]["after"]["ece"] < calibration["test"]["before"]["ece"]
+    source = c.get("calibrated_from")
+    if source:
+        original = card(MODEL_DIR / str(source["version"]))
+        assert c["metrics"]["test_accuracy"] == original["metrics"]["test_accuracy"]
+    measured = c["served_variants"]["variants"]
+    assert ("openvino", "int8") in {(v["runtime"], v["precision"]) for v in measured} or not (
+        version / "openvino-int8"
+    ).is_dir()
+    for variant in measured:
+        name = f"{variant['runtime']} {variant['precision']}"
+        assert variant["max_sum_error"] <= 1e-4, name
+        assert variant["ece"] <= 0.015, name
+        if variant["precision"] != "int8":  # float variants answer as TF f32 does
+            assert variant["max_abs_probability_difference"] <= 0.01, name

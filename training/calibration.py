@@ -17,8 +17,14 @@ the mean negative log-likelihood of the true class (NLL).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from training.data import Split
+from training.evaluate import keras_predictor, predict
 
 DEFAULT_BINS = 15
 # log(0) is -inf; a floor keeps every logit finite (float32 holds it; exp(-69) is far below
@@ -26,6 +32,9 @@ DEFAULT_BINS = 15
 PROBABILITY_FLOOR = 1e-30
 # The fitted temperature is searched in [1/MAX_BETA, 1/MIN_BETA].
 MIN_BETA, MAX_BETA = 0.05, 20.0
+# The calibrated graph must answer what ``apply_temperature`` computes, on this many test
+# images, to this.
+GRAPH_CHECK_IMAGES, GRAPH_TOLERANCE = 64, 1e-5
 
 
 def logits_of(probs: np.ndarray) -> np.ndarray:
@@ -198,3 +207,48 @@ def plot_calibration(section: dict, path) -> None:
         path,
         f"official test set, {before['images']} images, top-1, {section['bins']} bins",
     )
+
+
+def temperature_step(temperature: float) -> str:
+    """The card's ``preprocessing_in_graph`` entry for the temperature."""
+    return f"temperature scaling of the averaged answer: softmax(log p / {temperature:.4f})"
+
+
+@dataclass(frozen=True)
+class CalibratedModel:
+    """What ``calibrate_served_model`` returns."""
+
+    model: object  # the calibrated contract model
+    section: dict  # the card's ``calibration``
+    before: np.ndarray  # the test set's probabilities, uncalibrated
+    after: np.ndarray  # and calibrated, as the calibrated graph answers them
+
+
+def calibrate_served_model(
+    wrap: Callable[[float | None], object], validation: Split, test: Split, figure: Path
+) -> CalibratedModel:
+    """Calibrate the served model that ``wrap(temperature)`` builds (``None``: uncalibrated).
+
+    Fits the temperature on the validation split's answers, builds the calibrated model,
+    checks on the first test images that its graph answers ``apply_temperature`` of the
+    uncalibrated answers (``GRAPH_TOLERANCE``; the check is recorded in the section), and
+    draws the reliability diagram to ``figure``."""
+    if not len(validation):
+        raise ValueError("calibration needs validation images (the run held out none)")
+    uncalibrated = wrap(None)
+    before = predict(keras_predictor(uncalibrated), test.x)
+    section = calibrate_on_validation(
+        predict(keras_predictor(uncalibrated), validation.x), validation.y, before, test.y
+    )
+    temperature = section["temperature"]
+    model = wrap(temperature)
+    after = apply_temperature(before, temperature)
+    probe = test.x[:GRAPH_CHECK_IMAGES]
+    difference = float(np.abs(predict(keras_predictor(model), probe) - after[: len(probe)]).max())
+    if difference > GRAPH_TOLERANCE:
+        raise ValueError(
+            f"the calibrated graph answers up to {difference:.2g} away from softmax(log p / T)"
+        )
+    section["graph_check"] = {"images": len(probe), "max_abs_difference": difference}
+    plot_calibration(section, figure)
+    return CalibratedModel(model, section, before, after)

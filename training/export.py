@@ -21,9 +21,8 @@ from training.calibration import (
     CALIBRATIONS,
     NOT_CALIBRATED,
     RELIABILITY_FIGURE,
-    apply_temperature,
-    calibrate_on_validation,
-    plot_calibration,
+    calibrate_served_model,
+    temperature_step,
 )
 from training.config import ConfigError, TrainConfig
 from training.contract import CARD_NAME, INPUT_NAME, OUTPUT_NAME, SIGNATURE
@@ -85,6 +84,7 @@ def build_card(
     weights_source: str,
     tta_translate: int = 0,
     stem: str = "imagenet",
+    temperature: float | None = None,
     data: dict,
     training: dict,
     metrics: dict | None,
@@ -128,7 +128,8 @@ def build_card(
             ]
             if tta_translate
             else []
-        ),
+        )
+        + ([temperature_step(temperature)] if temperature is not None else []),
         "internal_size": internal_size,
         "tta_flip": tta_flip,
         "tta_translate": tta_translate,
@@ -302,17 +303,23 @@ def export_run(
         if test.sha256 != data_info["sha256"]:
             raise DataError(f"{test.source}: checksum differs from the training data's")
         x, y = test.split.x, test.split.y
-        probs = predict(keras_predictor(model), x)
         if calibrate == "temperature":
             val = evaluation_split(data, "val", cfg).split
-            calibration = calibrate_on_validation(
-                predict(keras_predictor(model), val.x), val.y, probs, y
+            if not len(val):
+                raise ConfigError(
+                    f"{run_dir}: the run held out no validation images to calibrate on "
+                    "(val_fraction 0): --calibrate none"
+                )
+            calibrated = calibrate_served_model(
+                lambda t: wrap_for_input(classifier, size, tta_flip, tta_translate, t),
+                val,
+                test.split,
+                run_dir / RELIABILITY_FIGURE,
             )
-            temperature = calibration["temperature"]
-            model = wrap_for_input(classifier, size, tta_flip, tta_translate, temperature)
-            probs = apply_temperature(probs, temperature)  # what the calibrated graph answers
-            plot_calibration(calibration, run_dir / RELIABILITY_FIGURE)
+            model, calibration, probs = calibrated.model, calibrated.section, calibrated.after
             figures.append(run_dir / RELIABILITY_FIGURE)
+        else:
+            probs = predict(keras_predictor(model), x)
         served = classification_report(y, probs, test.class_names)
         metrics = {
             "test_accuracy": served["accuracy"],
@@ -344,6 +351,7 @@ def export_run(
         tta_translate=tta_translate,
         weights_source=describe_weights_source(cfg, interpolation),
         stem=cfg.stem,
+        temperature=calibration["temperature"],
         data={k: data_info[k] for k in ("source", "sha256", "train_images", "val_images")},
         training={"config": cfg.to_dict(), "summary": _with_epoch_median(history)},
         metrics=metrics,

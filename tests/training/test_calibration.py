@@ -15,16 +15,29 @@ from app.runtimes import INT8_DIR
 from tests.helpers import card_of
 from training.calibration import (
     apply_temperature,
+    calibrate_served_model,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     reliability_bins,
 )
 from training.cli import main
-from training.data import load_cifar10
+from training.config import ConfigError
+from training.data import load_cifar10, split_validation
 from training.evaluate import predict, saved_model_predictor
+from training.model import wrap_for_input
 from training.quantize import float_layers, head_and_after
-from training.run import load_run_model
+from training.recalibrate import reproduce_commands
+from training.run import load_run_classifier, load_run_model
+
+
+def test_ece_averages_within_a_bin_before_taking_the_gap():
+    # two answers in bin 11 ((11/15, 12/15]): 0.75 right and 0.79 wrong: accuracy 0.5, mean
+    # confidence 0.77, gap 0.27 for both; a per-answer mean of |right - confidence| says 0.52
+    probs = np.array([[0.75, 0.25], [0.79, 0.21]])
+    labels = np.array([0, 1])
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.27)
+    assert reliability_bins(probs, labels)[11]["count"] == 2
 
 
 def test_ece_matches_a_hand_computed_case():
@@ -150,7 +163,8 @@ def test_calibrate_writes_the_next_version_and_its_int8_copy_answers_probabiliti
     model = ov.Core().read_model(version / INT8_DIR / "model.xml")
     kinds = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
     head = head_and_after(model)
-    assert [n for n in head if kinds[n].get_type_name() == "Softmax"]  # the head's and T's
+    softmaxes = [n for n in head if kinds[n].get_type_name() in ("Softmax", "SoftMax")]
+    assert len(softmaxes) == 2  # the head's and the temperature's
     assert not [n for n in head if kinds[n].get_type_name() == "FakeQuantize"]
     matmul = next(kinds[n] for n in head if kinds[n].get_type_name() == "MatMul")
     assert matmul.get_friendly_name() in float_layers(model)
@@ -177,3 +191,82 @@ def test_a_calibrated_version_can_be_copied_and_served_elsewhere(trained_run, ci
     assert main([*argv, "--models-dir", str(other), "--version", "7"]) == 0
     assert card_of(other / "c10" / "7")["calibration"]["temperature"] > 0
     assert not (models / "c10" / "2").exists()
+
+
+@pytest.mark.slow
+def test_the_graphs_temperature_is_softmax_of_log_p_over_t(trained_run):
+    classifier, _ = load_run_classifier(trained_run)
+    x = np.random.default_rng(8).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    for flip, translate in ((False, 0), (True, 1)):
+        plain = wrap_for_input(classifier, 32, flip, translate).predict_on_batch(x)
+        for temperature in (0.4, 2.5):
+            graph = wrap_for_input(classifier, 32, flip, translate, temperature)
+            calibrated = graph.predict_on_batch(x)
+            np.testing.assert_allclose(calibrated, apply_temperature(plain, temperature), atol=1e-5)
+            assert np.abs(calibrated - plain).max() > 1e-3  # it did something
+    with pytest.raises(ConfigError):
+        wrap_for_input(classifier, 32, temperature=0.0)
+
+
+@pytest.mark.slow
+def test_calibration_lowers_a_deliberately_skewed_tiny_model(trained_run, cifar_dir, tmp_path):
+    """The tiny run's answers flattened in the graph (T = 4, as label smoothing and averages
+    flatten version 3's): fitted on its validation split, calibration brings the ECE down on
+    the validation and test images alike, every label kept."""
+    classifier, cfg = load_run_classifier(trained_run)
+    data = load_cifar10(str(cifar_dir))
+    _, validation = split_validation(data.train, cfg.val_fraction, cfg.seed)
+    # the flattened model is what is calibrated: wrap(None) is it, wrap(T) calibrates it
+    skewed = wrap_for_input(classifier, 32, temperature=4.0)
+
+    def wrap(temperature):
+        if temperature is None:
+            return skewed
+        return _then_temperature(skewed, temperature)
+
+    calibrated = calibrate_served_model(wrap, validation, data.test, tmp_path / "r.png")
+    section = calibrated.section
+    for split in ("validation", "test"):
+        before, after = section[split]["before"], section[split]["after"]
+        assert after["ece"] < before["ece"] - 0.05, split
+        assert after["accuracy"] == before["accuracy"]
+    assert section["temperature"] < 1  # it sharpens what was flattened
+    assert (calibrated.after.argmax(1) == calibrated.before.argmax(1)).all()
+    assert section["graph_check"]["max_abs_difference"] <= 1e-5
+    assert (tmp_path / "r.png").is_file()
+
+
+def _then_temperature(model, temperature: float):
+    """``model`` with a temperature on its output, as ``wrap_for_input`` puts one."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    probs = model(inputs)
+    logits = keras.ops.log(keras.ops.maximum(probs, 1e-30))
+    return keras.Model(inputs, keras.ops.softmax(logits * np.float32(1 / temperature), axis=-1))
+
+
+def test_reproduce_commands_point_the_measurements_at_the_new_version(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the card's relative commands were run
+    root = tmp_path / "models" / "m"
+    (root / "3").mkdir(parents=True)
+    source = {
+        "reproduce": {
+            "train": "cifar10-model train --config c.json",
+            "export_and_test": "cifar10-model export --run r --data d",
+            "int8": f"cifar10-model quantize --model {root / '3'} --data d --max-drop-pt 0.1",
+            "served_variants": f"python benchmarks/variant_accuracy.py --model {root / '3'} --x",
+            "upload_forms": "python benchmarks/upload_forms.py --model models/m/3 --data d",
+        }
+    }
+    commands = reproduce_commands(source, root / "3", root / "31", "D")
+    assert commands["train"] == source["reproduce"]["train"]
+    assert commands["export_and_test"].endswith("--data d --calibrate none")
+    assert (
+        commands["int8"]
+        == f"cifar10-model quantize --model {root / '31'} --data d --max-drop-pt 0.1"
+    )
+    assert f"--model {root / '31'} --x" in commands["served_variants"]
+    # spelled as the card spells it (relative), the whole path replaced
+    assert "--model models/m/31 --data d" in commands["upload_forms"]
+    assert commands["calibrate"] == f"cifar10-model calibrate --model {root / '3'} --data D"

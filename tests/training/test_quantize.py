@@ -68,7 +68,8 @@ def test_accuracy_control_names_every_node_and_keeps_the_validation_drop(
     np.testing.assert_allclose(served.predict(x), keras_model.predict_on_batch(x), atol=1e-4)
     exported = json.loads((version / "model_card.json").read_text())
     assert exported["tta_flip"] is True and exported["tta_translate"] == 1
-    assert "moved 1 px" in exported["preprocessing_in_graph"][-1]
+    assert "moved 1 px" in exported["preprocessing_in_graph"][-2]
+    assert exported["preprocessing_in_graph"][-1].startswith("temperature scaling")
     assert "without the test-time averages" in (version / "README.md").read_text()
 
     argv = ["quantize", "--model", str(version), "--data", str(cifar_dir), "--images", "40"]

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import tiny_config
 from training.config import ConfigError
 from training.export import describe_weights_source, export_saved_model
-from training.model import build_classifier
+from training.model import build_classifier, wrap_for_input
 from training.run import load_run_classifier, load_run_model
 from training.train import train
 from training.warm_start import load_initial_weights
@@ -87,3 +87,20 @@ def test_the_card_says_what_a_fine_tuned_model_started_from(tmp_path):
     card["weights_source"] = "imagenet"
     (version / "model_card.json").write_text(json.dumps(card))
     assert describe_weights_source(cfg).endswith("whose weights came from: imagenet")
+
+
+def test_the_cifar_full_stem_takes_the_cifar_stems_weights_at_twice_the_map_size(tmp_path):
+    """The stem without its max-pool (issue 39, step A) loads a CIFAR-stem version's weights
+    unchanged, name for name, and its stage 2 works on 32x32 maps instead of 16x16."""
+    keras.utils.set_random_seed(5)
+    source = build_classifier("none", 0.2, stem="cifar", zero_init_residual=False)
+    export_saved_model(wrap_for_input(source, 32), tmp_path / "1")
+    full = build_classifier("none", 0.2, stem="cifar-full")
+    load_initial_weights(full, tmp_path / "1")
+    for a, b in zip(source.weights, full.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for model, side in ((source, 16), (full, 32)):
+        backbone = model.get_layer("resnet50")
+        stage2 = keras.Model(backbone.input, backbone.get_layer("conv2_block3_out").output)
+        assert stage2.predict_on_batch(X[:1]).shape == (1, side, side, 256)
+    assert not np.allclose(full.predict_on_batch(X), source.predict_on_batch(X), atol=1e-3)
