@@ -38,10 +38,15 @@ class APIKeys:
         """Return if the request carries a configured key (or none are configured); else 401."""
         if not self._keys:
             return
-        supplied = request.headers.get("x-api-key")
-        if supplied is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            supplied = token.strip() if scheme.lower() == "bearer" else None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        supplied = [
+            given.strip().encode("latin-1")
+            for given in (
+                request.headers.get("x-api-key"),
+                token if scheme.lower() == "bearer" else None,
+            )
+            if given and given.strip()
+        ]
         if not supplied:
             raise APIError(
                 401,
@@ -50,10 +55,10 @@ class APIKeys:
                 "send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
                 {"WWW-Authenticate": "Bearer"},
             )
-        given = supplied.encode()
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(key, given)
+        matched = False  # either header with a valid key passes; every comparison is made
+        for given in supplied:
+            for key in self._keys:
+                matched |= hmac.compare_digest(key, given)
         if not matched:
             raise APIError(
                 401,

@@ -183,6 +183,18 @@ BODY_ROWS = [
     ),
     (
         "v2",
+        "binary_header_length_a_unicode_digit",  # "²".isdigit() is True, int("²") fails
+        {"content": b"{}", "headers": {HEADER: "\u00b2".encode("latin-1")}},
+        400,
+    ),
+    (
+        "v2",
+        "binary_header_length_5000_digits",  # int() refuses over 4,300 digits
+        {"content": b"{}", "headers": {HEADER: "9" * 5000}},
+        400,
+    ),
+    (
+        "v2",
         "binary_data_short",
         {"content": BINARY_HEADER + b"\0" * 10, "headers": {HEADER: str(len(BINARY_HEADER))}},
         400,

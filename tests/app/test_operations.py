@@ -204,8 +204,15 @@ def test_api_keys_guard_inference_and_leave_operations_open(tiny_model_root):
         assert missing.headers["www-authenticate"] == "Bearer"
         wrong = client.post("/predict", files=png, headers={"Authorization": "Bearer k-three"})
         assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]["message"]
-        for headers in ({"Authorization": "Bearer k-one"}, {"X-API-Key": "k-two"}):
-            assert client.post("/predict", files=png, headers=headers).status_code == 200
+        for headers in (
+            {"Authorization": "Bearer k-one"},
+            {"X-API-Key": "k-two"},
+            {"X-API-Key": "", "Authorization": "Bearer k-one"},  # an empty header hides nothing
+            {"X-API-Key": "k-three", "Authorization": "Bearer k-two"},  # either valid one
+        ):
+            assert client.post("/predict", files=png, headers=headers).status_code == 200, headers
+        empty = client.post("/predict", files=png, headers={"X-API-Key": " "})
+        assert empty.status_code == 401 and "needs an API key" in empty.json()["error"]["message"]
         for path in ("/health", "/health/ready", "/metrics", "/docs", "/openapi.json"):
             assert client.get(path).status_code == 200, path
         # Swagger UI's Authorize button: both schemes declared, /predict requires one of them

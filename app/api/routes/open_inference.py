@@ -225,7 +225,11 @@ def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
     """Triton's binary extension: the JSON header, then the raw tensors."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    # ASCII digits only, and few of them: str.isdigit accepts "²", which int() refuses, and
+    # int() refuses strings of over 4,300 digits
+    if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 18):
+        raise InvalidInputError(f"{HEADER_LENGTH} must be the JSON header's size in bytes")
+    if int(header_length) > len(body):
         raise InvalidInputError(f"{HEADER_LENGTH} must be the JSON header's size in bytes")
     return body[: int(header_length)], body[int(header_length) :]
 
