@@ -164,5 +164,7 @@ def test_a_calibrated_versions_probabilities_are_probabilities_in_every_variant(
         name = f"{variant['runtime']} {variant['precision']}"
         assert variant["max_sum_error"] <= 1e-4, name
         assert variant["ece"] <= 0.015, name
-        if variant["precision"] != "int8":  # float variants answer as TF f32 does
+        if variant["precision"] == "f32":  # OpenVINO f32 answers as TF f32 does
             assert variant["max_abs_probability_difference"] <= 0.01, name
+    # bf16 and int8 are not held to 0.01 on every answer: measured, they are not (version 4:
+    # 99.2 % and 90.4 % of answers within 0.01 of TF f32; the card and docs/runtimes.md say so)
