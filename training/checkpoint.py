@@ -6,8 +6,9 @@ says where its time went. Sessions are kept in the checkpoint and in ``history.j
 
 After every complete epoch ``RUN/checkpoint/`` holds the weights, the optimizer state, the
 weight average (when one is kept) and ``state.json`` (history, best score, elapsed time,
-sessions); it is written to a temporary folder and renamed, so a killed process leaves either
-the previous checkpoint or the new one.
+sessions); it is written to a temporary folder and renamed into place, the previous one moved
+aside first and deleted last, so a killed process leaves either the previous checkpoint or the
+new one (``recover_checkpoint`` puts the previous one back if the kill came between the two).
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ from training.run import (
     CHECKPOINT_STATE,
     CHECKPOINT_WEIGHTS,
 )
+
+
+def previous_checkpoint(run_dir: Path) -> Path:
+    """Where the previous checkpoint waits while a new one is renamed into place."""
+    return Path(run_dir) / (CHECKPOINT_DIR + ".previous")
+
+
+def recover_checkpoint(run_dir: Path) -> bool:
+    """Put the previous checkpoint back where a process killed between the two renames of
+    ``RunState.save_checkpoint`` left none; returns whether it did."""
+    current, previous = Path(run_dir) / CHECKPOINT_DIR, previous_checkpoint(run_dir)
+    if current.exists() or not (previous / CHECKPOINT_STATE).exists():
+        return False
+    os.replace(previous, current)
+    return True
 
 
 class RunState:
@@ -112,8 +128,14 @@ class RunState:
             "sessions": self.sessions,
         }
         (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=1))
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        # the previous checkpoint is moved aside, not deleted, until the new one is in place:
+        # a kill between the two renames leaves it for ``recover_checkpoint``
+        previous = previous_checkpoint(self.run_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+        if self.ckpt_dir.exists():
+            os.replace(self.ckpt_dir, previous)
         os.replace(tmp, self.ckpt_dir)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def load_checkpoint(self) -> dict:
         state = json.loads((self.ckpt_dir / CHECKPOINT_STATE).read_text())

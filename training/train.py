@@ -22,7 +22,7 @@ import numpy as np
 from training.augment import AugmentedBatches, UploadAugmentation, one_hot
 from training.averaging import WeightAverage
 from training.callbacks import Checkpointer, EpochSetter, SessionDeadline, TimeBudget
-from training.checkpoint import RunState
+from training.checkpoint import RunState, recover_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import Split, load_cifar10, split_validation
 from training.distill import TeacherTargets
@@ -111,6 +111,7 @@ def train(
         raise ConfigError("the session's minutes must be positive")
     cfg.validate()
     run_dir = Path(cfg.run_dir)
+    recover_checkpoint(run_dir)
     if (run_dir / CHECKPOINT_DIR).exists() and not resume:
         raise ConfigError(
             f"{run_dir}: already holds a checkpoint; pass --resume or a new --run-dir"

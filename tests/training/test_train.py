@@ -138,6 +138,9 @@ def test_session_deadline_ends_at_an_epoch_boundary_and_resume_goes_on(cifar_dir
     assert [(r["epoch"], r["complete"]) for r in first.history] == [(1, True)]
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["next_epoch"] == 1
+    assert not (tmp_path / "checkpoint.previous").exists()  # deleted once the new one is in
+    # killed between save_checkpoint's two renames: only the previous checkpoint is left
+    os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.previous")
     idle = train(cfg, resume=True, session_min=1e-4)  # not even one epoch fits: none starts
     assert idle.stopped_at_deadline and [r["epoch"] for r in idle.history] == [1]
     rest = train(cfg, resume=True, session_min=60)
