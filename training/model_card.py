@@ -371,6 +371,25 @@ def _calibration(card: dict) -> list[str]:
             f"Calibrated from {source['name']} version {source['version']}: {source['note']}.",
         ]
     variants = [v for v in (card.get("served_variants") or {}).get("variants", []) if "ece" in v]
+    before = {(v["runtime"], v["precision"]): v for v in section.get("source_variants", [])}
+    if variants and before:
+        lines += [
+            "",
+            f"Every served variant before (version {source['version']}, uncalibrated) and after, "
+            "official test set and validation split, through the server's own loading code:",
+            "",
+            "| runtime | precision | test ECE, before / after | test NLL, before / after "
+            "| validation ECE, before / after | largest distance of a sum from 1, before / after |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+            *(
+                f"| {v['runtime']} | {v['precision']} | {_pct(b['ece'])} / **{_pct(v['ece'])}** "
+                f"| {b['nll']:.3f} / {v['nll']:.3f} | {_pct(b['validation_ece'])} / "
+                f"{_pct(v['validation_ece'])} | {b['max_sum_error']:.1e} / "
+                f"{v['max_sum_error']:.1e} |"
+                for v in variants
+                if (b := before.get((v["runtime"], v["precision"])))
+            ),
+        ]
     if variants:
         lines += [
             "",

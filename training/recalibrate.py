@@ -62,6 +62,15 @@ def rebuild_classifier(version_dir: Path, card: dict):
     return classifier
 
 
+def source_variants(source: dict) -> list[dict]:
+    """The source version's served variants as ``benchmarks/variant_accuracy.py`` measured
+    them (where it measured their calibration): what each answered before the temperature."""
+    keep = ("runtime", "precision", "test_accuracy", "ece", "nll", "mean_confidence")
+    keep += ("validation_ece", "validation_nll", "max_sum_error")
+    variants = (source.get("served_variants") or {}).get("variants", [])
+    return [{k: v[k] for k in keep if k in v} for v in variants if "ece" in v]
+
+
 def reproduce_commands(source: dict, given: Path, target: Path, data: str) -> dict:
     """The source card's ``reproduce`` commands that made the weights (its export told not to
     calibrate, so that this command can), this command (``given``: the source as the user
@@ -160,7 +169,7 @@ def recalibrate_version(
             created=utc_now(),
             git_commit=git_commit(),
             libraries=library_versions(),
-            calibration=section,
+            calibration={**section, "source_variants": source_variants(source)},
             calibrated_from={
                 "name": source["name"],
                 "version": source["version"],

@@ -27,7 +27,7 @@ from training.data import load_cifar10, split_validation
 from training.evaluate import predict, saved_model_predictor
 from training.model import wrap_for_input
 from training.quantize import float_layers, head_and_after
-from training.recalibrate import reproduce_commands
+from training.recalibrate import reproduce_commands, source_variants
 from training.run import load_run_classifier, load_run_model
 
 
@@ -136,6 +136,7 @@ def test_calibrate_writes_the_next_version_and_its_int8_copy_answers_probabiliti
     card = card_of(version)
     assert card["version"] == 2 and card["calibrated_from"]["version"] == 1
     assert card["calibration"]["temperature"] == printed["temperature"]
+    assert card["calibration"]["source_variants"] == []  # the source's were never measured
     assert card["metrics"]["test_accuracy"] == card_of(source)["metrics"]["test_accuracy"]
     assert (version / "learning_curves.png").is_file()
     assert card["reproduce"] == {
@@ -270,3 +271,17 @@ def test_reproduce_commands_point_the_measurements_at_the_new_version(tmp_path, 
     # spelled as the card spells it (relative), the whole path replaced
     assert "--model models/m/31 --data d" in commands["upload_forms"]
     assert commands["calibrate"] == f"cifar10-model calibrate --model {root / '3'} --data D"
+
+
+def test_the_sources_measured_variants_are_kept_as_before():
+    measured = {"runtime": "openvino", "precision": "int8", "ece": 0.13, "nll": 0.35}
+    source = {
+        "served_variants": {
+            "variants": [
+                {**measured, "seconds": 58.5, "test_per_class_accuracy": {}},
+                {"runtime": "openvino", "precision": "bf16", "test_accuracy": 0.93},  # no ECE
+            ]
+        }
+    }
+    assert source_variants(source) == [measured]
+    assert source_variants({}) == []
