@@ -174,6 +174,12 @@ def _export_parser(sub) -> None:
     )
 
 
+def _version_and_data(p: argparse.ArgumentParser) -> None:
+    """The flags of a command that reads an exported version and the data it was trained on."""
+    p.add_argument("--model", type=Path, required=True, help="an exported version directory")
+    p.add_argument("--data", default="download", help=DATA_HELP)
+
+
 def _quantize_parser(sub) -> None:
     p = sub.add_parser(
         "quantize",
@@ -182,8 +188,7 @@ def _quantize_parser(sub) -> None:
         "stored in VERSION/openvino-int8/; its official test accuracy, the SavedModel's and "
         "their top-1 agreement go into the model card.",
     )
-    p.add_argument("--model", type=Path, required=True, help="an exported version directory")
-    p.add_argument("--data", default="download", help=DATA_HELP)
+    _version_and_data(p)
     p.add_argument("--images", type=int, default=300, help="calibration images (300)")
     p.add_argument("--seed", type=int, default=0, help="which calibration images (0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing int8 copy")
@@ -205,8 +210,7 @@ def _calibrate_parser(sub) -> None:
         "the same); the card records the ECE and NLL before and after, with a reliability "
         "diagram. Quantize the new version afterwards for an int8 copy.",
     )
-    p.add_argument("--model", type=Path, required=True, help="an exported version directory")
-    p.add_argument("--data", default="download", help=DATA_HELP)
+    _version_and_data(p)
     p.add_argument("--version", type=int, help="integer version (default: next free)")
     p.add_argument(
         "--models-dir", type=Path, help="write under this models folder (default: the source's)"

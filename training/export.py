@@ -265,13 +265,6 @@ def export_run(
     before and after, and a reliability diagram joins the figures. ``"none"`` exports the
     probabilities as the network averages them.
     """
-    if calibrate not in CALIBRATIONS:
-        raise ConfigError(f"calibrate must be one of {', '.join(CALIBRATIONS)}")
-    if calibrate != "none" and not data:
-        raise ConfigError(
-            "calibration is fitted on the run's validation split: give --data, or "
-            "--calibrate none to export uncalibrated probabilities"
-        )
     from training.plots import plot_confusion_matrix
 
     selection = None
@@ -291,6 +284,13 @@ def export_run(
         )
     elif select_translate:
         raise ConfigError("a translate candidate needs --select-on-val")
+    if calibrate not in CALIBRATIONS:
+        raise ConfigError(f"calibrate must be one of {', '.join(CALIBRATIONS)}")
+    if calibrate != "none" and not data:
+        raise ConfigError(
+            "calibration is fitted on the run's validation split: give --data, or "
+            "--calibrate none to export uncalibrated probabilities"
+        )
     classifier, cfg = load_run_classifier(run_dir)
     size = internal_size or cfg.internal_size
     model = wrap_for_input(classifier, size, tta_flip, tta_translate)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app.model import load_served_model
+from training.calibration import apply_temperature
 from training.cli import main
 from training.run import load_run_model
 
@@ -65,8 +66,10 @@ def test_accuracy_control_names_every_node_and_keeps_the_validation_drop(
     x = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     keras_model, _ = load_run_model(trained_run, tta_flip=True, tta_translate=1)
     served = load_served_model(version.parent, runtime="openvino", precision="f32")
-    np.testing.assert_allclose(served.predict(x), keras_model.predict_on_batch(x), atol=1e-4)
     exported = json.loads((version / "model_card.json").read_text())
+    temperature = exported["calibration"]["temperature"]  # export calibrates by default
+    expected = apply_temperature(keras_model.predict_on_batch(x), temperature)
+    np.testing.assert_allclose(served.predict(x), expected, atol=1e-4)
     assert exported["tta_flip"] is True and exported["tta_translate"] == 1
     assert "moved 1 px" in exported["preprocessing_in_graph"][-2]
     assert exported["preprocessing_in_graph"][-1].startswith("temperature scaling")
