@@ -9,7 +9,8 @@ float). Each variant of each version is loaded by the server's own loader
 (``app.model.load_served_model``), then timed in interleaved rounds (every version back to
 back within a round, the order alternating) at the server's batch cap (16) and at batch 1, and
 reported as the median over the rounds of images per second and of the ratio to the first
-version. Prints the CPU first; run it on an otherwise idle machine.
+version. Prints the CPU first; run it on an otherwise idle machine. ``--write-card`` records
+the result in the last version's card (``speed_against_previous``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from model_card import record_in_card  # noqa: E402
 from timing import time_calls  # noqa: E402
 
 from app.cpu import cpu_report, has_fast_bf16  # noqa: E402
@@ -52,6 +54,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--write-card",
+        action="store_true",
+        help="record the result in the last version's card (speed_against_previous)",
+    )
     args = ap.parse_args()
     versions = [int(v) for v in args.versions.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
@@ -105,8 +112,16 @@ def main() -> int:
             cells = [f"{mine[v]['images_per_s']:.0f}" for v in versions]
             cells += [f"{mine[v]['ratio_to_first']:.3f}" for v in versions[1:]]
             print(f"| {runtime} | {precision} | {batch} | " + " | ".join(cells) + " |")
+    result = {
+        "hardware": hw,
+        "versions": versions,
+        "command": "python benchmarks/version_speed.py " + " ".join(sys.argv[1:]),
+        "rows": rows,
+    }
     if args.json:
-        args.json.write_text(json.dumps({"hardware": hw, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.write_card:
+        record_in_card(args.model_dir / str(versions[-1]), "speed_against_previous", result)
     return 0
 
 

@@ -167,4 +167,9 @@ def test_a_calibrated_versions_probabilities_are_probabilities_in_every_variant(
         if variant["precision"] == "f32":  # OpenVINO f32 answers as TF f32 does
             assert variant["max_abs_probability_difference"] <= 0.01, name
     # bf16 and int8 are not held to 0.01 on every answer: measured, they are not (version 4:
-    # 99.2 % and 90.4 % of answers within 0.01 of TF f32; the card and docs/runtimes.md say so)
+    # 99.2 % and 90.4 % of answers within 0.01 of TF f32), and the readable card says so
+    apart = [v for v in measured if v.get("answers_within_0.01_of_tensorflow_f32", 1) < 1]
+    readme = (version / "README.md").read_text()
+    for variant in apart:
+        name = f"{variant['runtime']} {variant['precision']} differs by more on"
+        assert name in readme, name

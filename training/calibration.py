@@ -171,6 +171,9 @@ def calibrate_on_validation(
     section = {
         "method": TEMPERATURE_METHOD,
         "temperature": temperature,
+        # at an end of the search: the answers want flatter (or sharper) than any T offered,
+        # as a network that is right no more often than chance does
+        "temperature_at_search_bound": not 1.001 / MAX_BETA < temperature < 0.999 / MIN_BETA,
         "bins": bins,
         "validation": {
             "before": calibration_metrics(val_probs, val_labels, bins),

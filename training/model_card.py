@@ -390,6 +390,20 @@ def _calibration(card: dict) -> list[str]:
                 if (b := before.get((v["runtime"], v["precision"])))
             ),
         ]
+    apart = [v for v in variants if v.get("answers_within_0.01_of_tensorflow_f32", 1) < 1]
+    if apart:
+        lines += [
+            "",
+            "Not every answer is within 0.01 of TensorFlow f32's: "
+            + "; ".join(
+                f"{v['runtime']} {v['precision']} differs by more on "
+                f"{_pct(1 - v['answers_within_0.01_of_tensorflow_f32'])} of the test images "
+                f"(at most {v['max_abs_probability_difference']:.3f})"
+                for v in apart
+            )
+            + ". The temperature sharpens the answers, and with them what a lower precision "
+            "changes.",
+        ]
     if variants:
         lines += [
             "",

@@ -76,17 +76,18 @@ def reproduce_commands(source: dict, given: Path, target: Path, data: str) -> di
     calibrate, so that this command can), this command (``given``: the source as the user
     named it), and the commands that measure a version, their ``--model`` pointed at
     ``target``."""
-    commands = {}
+    made, measured = {}, {}
     for key, command in (source.get("reproduce") or {}).items():
         if key in MEASURING_COMMANDS:
-            command = re.sub(
+            measured[key] = re.sub(
                 r"(--model\s+)(\S+)", lambda m: m.group(1) + _sibling(m.group(2), target), command
             )
         elif "cifar10-model export" in command and "--calibrate" not in command:
-            command += " --calibrate none"
-        commands[key] = command
-    commands["calibrate"] = f"cifar10-model calibrate --model {given} --data {data}"
-    return commands
+            made[key] = command + " --calibrate none"
+        else:
+            made[key] = command
+    calibrate = {"calibrate": f"cifar10-model calibrate --model {given} --data {data}"}
+    return made | calibrate | measured  # in the order they run
 
 
 def _sibling(spelled: str, target: Path) -> str:
@@ -173,8 +174,10 @@ def recalibrate_version(
             calibrated_from={
                 "name": source["name"],
                 "version": source["version"],
-                "note": "the same weights and served variant; only the temperature is new, "
-                f"and {labels_changed} of {len(test.y)} test labels changed",
+                "note": "the same weights and served variant; only the temperature is new. "
+                "softmax(log p / T) keeps the order of the classes, so no label changes "
+                f"({labels_changed} of {len(test.y)} test labels in the calibrated answers; the "
+                "SavedModel's own accuracy is measured by benchmarks/variant_accuracy.py)",
             },
             preprocessing_in_graph=[
                 *source["preprocessing_in_graph"],

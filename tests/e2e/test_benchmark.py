@@ -79,7 +79,8 @@ def test_version_speed_times_every_version_of_every_variant(tiny_model_root, tmp
     proc = subprocess.run(
         [sys.executable, "benchmarks/version_speed.py", "--model-dir", str(models)]
         + ["--versions", "1,2", "--variants", "tensorflow:f32,openvino:f32"]
-        + ["--batches", "4,1", "--rounds", "2", "--seconds", "0.1", "--json", str(out)],
+        + ["--batches", "4,1", "--rounds", "2", "--seconds", "0.1", "--json", str(out)]
+        + ["--write-card"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -95,3 +96,8 @@ def test_version_speed_times_every_version_of_every_variant(tiny_model_root, tmp
         if row["version"] == 1:  # the baseline against itself, round by round
             assert row["ratio_to_first"] == 1.0
     assert "| openvino | f32 | 1 |" in proc.stdout
+    recorded = json.loads((models / "2" / "model_card.json").read_text())["speed_against_previous"]
+    assert recorded["rows"] == rows and recorded["versions"] == [1, 2]
+    assert "speed_against_previous" not in json.loads(
+        (models / "1" / "model_card.json").read_text()
+    )

@@ -269,6 +269,14 @@ def test_reproduce_commands_point_the_measurements_at_the_new_version(tmp_path, 
     }
     commands = reproduce_commands(source, root / "3", root / "31", "D")
     assert commands["train"] == source["reproduce"]["train"]
+    assert list(commands) == [  # in the order they run: the source made, calibrated, measured
+        "train",
+        "export_and_test",
+        "calibrate",
+        "int8",
+        "served_variants",
+        "upload_forms",
+    ]
     assert commands["export_and_test"].endswith("--data d --calibrate none")
     assert (
         commands["int8"]
