@@ -9,6 +9,13 @@ list operations). While the model is busy the next batch fills by itself, so bat
 nothing at low load and amortises the model under high load. A runtime that computes several
 batches at once (``workers``: its streams) gets one such thread per stream, each taking the
 next batch as soon as its own call ends.
+
+Faults stay inside the batch they hit: a model call that raises fails that batch's requests
+with its exception, and so does any other fault while a batch is computed or handed back, after
+which the thread takes the next batch; a fault that ends a thread fails its batch with
+``InferenceFailedError``. A request waits at most its ``timeout``
+(``InferenceTimeoutError``); ``health`` says why the batcher cannot serve (no inference thread
+alive, or a model call running longer than ``stall_s``), which readiness reports.
 """
 
 from __future__ import annotations
@@ -37,7 +44,21 @@ class BatcherClosedError(Exception):
 
 
 class ModelFailedError(BatcherClosedError):
-    """The model failed its warm-up: this batcher will never serve."""
+    """The model failed its warm-up, or every inference thread stopped: this batcher will
+    never serve."""
+
+
+class InferenceFailedError(Exception):
+    """The inference thread computing this request's batch stopped."""
+
+
+class InferenceTimeoutError(Exception):
+    """The request's images were not computed within its deadline (the model is stalled or
+    far behind)."""
+
+
+class VersionReplacedError(Exception):
+    """The request named a model version that a reload replaced before its images ran."""
 
 
 @dataclass
@@ -45,6 +66,7 @@ class _Pending:
     images: np.ndarray
     future: asyncio.Future
     enqueued: float
+    want: object = None  # the tag (model) that must compute it; None: whichever serves
 
 
 class MicroBatcher:
@@ -69,6 +91,7 @@ class MicroBatcher:
         queue_limit: int,
         metrics: Metrics | None = None,
         workers: int = 1,
+        stall_s: float | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -82,10 +105,14 @@ class MicroBatcher:
         self._waiting_images = 0
         self._changed = threading.Condition()  # guards _waiting, _waiting_images, _closed
         self._closed: str | None = None  # why new work is refused
-        self.failure: str | None = None  # why the model will never serve (a failed warm-up)
+        self.failure: str | None = None  # why the model will never serve
+        self.dead: str | None = None  # set when every inference thread stopped by a fault
         self._loop: asyncio.AbstractEventLoop | None = None
         self.workers = workers
+        self.stall_s = stall_s
         self._threads: list[threading.Thread] = []
+        self._alive = 0  # inference threads serving (guarded by the lock)
+        self._calls: dict[str, float] = {}  # thread name -> when its running model call began
         self._warmed = threading.Event()  # the warm-up ended, either way
         self._warm_up: Callable[[], None] | None = None
         self.ready = asyncio.Event()  # set once the warm-up succeeded
@@ -103,9 +130,55 @@ class MicroBatcher:
             self._start_thread(self._serve_after_warm_up, f"inference-{i}")
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread = threading.Thread(target=self._run_thread, args=(target,), name=name, daemon=True)
         self._threads.append(thread)
+        with self._changed:
+            self._alive += 1
+            self._set_alive_metric()
         thread.start()
+
+    def _run_thread(self, target: Callable[[], None]) -> None:
+        """Run ``target``; when the last thread ends while work is still taken (a fault no
+        handler caught), refuse new work and fail what waits, so nothing waits forever."""
+        try:
+            target()
+        except BaseException:  # the thread ends here; say so once, with the traceback
+            log.critical(
+                "inference thread %s stopped", threading.current_thread().name, exc_info=True
+            )
+        finally:
+            with self._changed:
+                self._alive -= 1
+                self._set_alive_metric()
+                self._calls.pop(threading.current_thread().name, None)
+                died = self._alive == 0 and not self._closed
+                if died:
+                    self._closed = self.failure = self.dead = "no inference thread is running"
+            if died:
+                self._to_loop(self._fail_all_waiting)
+
+    def _set_alive_metric(self) -> None:  # caller holds the lock
+        if self._metrics:
+            self._metrics.inference_threads.set(self._alive)
+
+    def health(self) -> str | None:
+        """Why the batcher cannot serve now (``None``: it can): not warmed up, stopped, no
+        inference thread alive, or a model call running longer than ``stall_s``."""
+        if self.failure:
+            return self.failure
+        if not self.ready.is_set():
+            return "the model is not warmed up yet"
+        with self._changed:
+            if self._closed:
+                return self._closed
+            if self._alive == 0:
+                return "no inference thread is running"
+            oldest = min(self._calls.values(), default=None)
+        if self.stall_s is not None and oldest is not None:
+            running_for = time.perf_counter() - oldest
+            if running_for > self.stall_s:
+                return f"a model call has been running for {running_for:.0f} s"
+        return None
 
     def swap(self, predict: Callable[[np.ndarray], np.ndarray], tag: object = None) -> None:
         """Compute every batch from now on with ``predict`` (a batch already running finishes
@@ -118,8 +191,13 @@ class MicroBatcher:
         probs, _ = await self.submit_tagged(images)
         return probs
 
-    async def submit_tagged(self, images: np.ndarray) -> tuple[np.ndarray, object]:
-        """``(probabilities, tag)``: the tag given to ``swap`` for the model that computed them."""
+    async def submit_tagged(
+        self, images: np.ndarray, want: object = None, timeout: float | None = None
+    ) -> tuple[np.ndarray, object]:
+        """``(probabilities, tag)``: the tag given to ``swap`` for the model that computed them.
+        With ``want``, only the model swapped in with that tag computes them
+        (``VersionReplacedError`` once another serves); with ``timeout``, they must be computed
+        within that many seconds (``InferenceTimeoutError``)."""
         future = asyncio.get_running_loop().create_future()
         with self._changed:
             if self._closed:
@@ -130,13 +208,22 @@ class MicroBatcher:
                 raise QueueFullError(
                     f"server busy: {self._waiting_images} images already waiting; retry shortly"
                 )
-            self._waiting.append(_Pending(images, future, time.perf_counter()))
+            self._waiting.append(_Pending(images, future, time.perf_counter(), want))
             self._set_depth(self._waiting_images + len(images))
             if self.max_wait_s > 0 and self.workers > 1:
                 self._changed.notify_all()  # a thread waiting for company must hear of it
             else:
                 self._changed.notify()  # one idle thread is enough
-        return await future
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)  # cancels it: the batch skips it
+        except TimeoutError:
+            if self._metrics:
+                self._metrics.timeouts.inc()
+            raise InferenceTimeoutError(
+                f"the model did not compute the request within {timeout:g} s; retry later"
+            ) from None
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new work, finish what is queued (within ``timeout``), stop the threads."""
@@ -182,7 +269,14 @@ class MicroBatcher:
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            except Exception as exc:  # a fault outside the model call: this batch only
+                log.error("a batch of %d request(s) failed: %s", len(batch), _describe(exc))
+                self._to_loop(_fail, batch, exc)
+            except BaseException:  # the thread ends: its requests must not wait for it
+                self._to_loop(_fail, batch, InferenceFailedError("the inference thread stopped"))
+                raise
 
     def _next_batch(self) -> list[_Pending] | None:
         """Everything waiting, up to the cap; ``None`` once closed and drained."""
@@ -210,7 +304,20 @@ class MicroBatcher:
             return batch
 
     def _execute(self, batch: list[_Pending]) -> None:
+        with self._changed:
+            predict, tag = self._predict, self._tag
         live = [p for p in batch if not p.future.done()]  # skip clients that went away
+        replaced = [p for p in live if p.want is not None and p.want is not tag]
+        if replaced:
+            self._to_loop(
+                _fail,
+                replaced,
+                VersionReplacedError(
+                    "the model version this request named was replaced before it ran; "
+                    "name the version now served, or none"
+                ),
+            )
+            live = [p for p in live if p.want is None or p.want is tag]
         if not live:
             return
         images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
@@ -218,17 +325,35 @@ class MicroBatcher:
         if self._metrics:
             for p in live:
                 self._metrics.queue_wait.observe(started - p.enqueued)
-            self._metrics.batch_size.observe(len(images))
+        name = threading.current_thread().name
         with self._changed:
-            predict, tag = self._predict, self._tag
+            self._calls[name] = started
         try:
-            probs = predict(images)
+            probs = self._compute(predict, images)
         except Exception as exc:  # the model failed: every request in the batch learns why
-            self._to_loop(_fail, live, exc)
+            self._to_loop(_fail, live, exc)  # (the safety net logs it with each request's id)
             return
+        finally:
+            with self._changed:
+                self._calls.pop(name, None)
         if self._metrics:
             self._metrics.inference_time.observe(time.perf_counter() - started)
         self._to_loop(_deliver, live, probs, tag)
+
+    def _compute(self, predict: Callable, images: np.ndarray) -> np.ndarray:
+        """``predict`` on at most ``max_batch_size`` images at a time."""
+        cap = self.max_batch_size
+        slices = (
+            [images]
+            if len(images) <= cap
+            else [images[i : i + cap] for i in range(0, len(images), cap)]
+        )
+        outputs = []
+        for part in slices:
+            if self._metrics:
+                self._metrics.batch_size.observe(len(part))
+            outputs.append(predict(part))
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def _to_loop(self, callback: Callable, *args) -> None:
         """Run ``callback(*args)`` on the event loop (futures are not thread-safe)."""
@@ -246,6 +371,10 @@ class MicroBatcher:
             self._set_depth(0)
             refusal = self._refusal()
         _fail(left, refusal)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _deliver(batch: list[_Pending], probs: np.ndarray, tag: object) -> None:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="Extra wait for more requests when the model is idle (0: run at once).",
     )
     queue_limit: int = Field(256, ge=1, description="Images waiting; beyond it 503.")
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request waits for its images to be computed (queue and model "
+        "call); beyond it 504, and a model call running longer makes readiness fail.",
+    )
     warmup_runs: int = Field(2, ge=0, description="Model calls before the app reports ready.")
     default_top_k: int = Field(3, ge=1, le=10)
     api_keys: str | None = Field(
@@ -74,6 +80,21 @@ class Settings(BaseSettings):
         "so that they close first: with equal timeouts a request sent just as the server "
         "closes the connection is dropped unanswered.",
     )
+
+    @model_validator(mode="after")
+    def _settings_that_work_together(self) -> Settings:
+        """Refuse combinations that cannot work, in one line each, before anything loads."""
+        if self.queue_limit < self.max_files:
+            raise ValueError(
+                f"queue_limit ({self.queue_limit}) must be at least max_files "
+                f"({self.max_files}): a request of max_files images could never be queued"
+            )
+        if self.model_poll_s > 0 and self.model_version is not None:
+            raise ValueError(
+                "model_poll_s and model_version exclude each other: a pinned version is never "
+                "reloaded (unset one)"
+            )
+        return self
 
     @property
     def max_request_bytes(self) -> int:

@@ -71,7 +71,14 @@ class ErrorMapping:
 
 def _domain_errors() -> dict[type[Exception], ErrorMapping]:
     from app.api.decoding import InvalidInputError
-    from app.batching import BatcherClosedError, ModelFailedError, QueueFullError
+    from app.batching import (
+        BatcherClosedError,
+        InferenceFailedError,
+        InferenceTimeoutError,
+        ModelFailedError,
+        QueueFullError,
+        VersionReplacedError,
+    )
     from app.images import (
         EmptyImageError,
         ImageTooLargeError,
@@ -89,6 +96,9 @@ def _domain_errors() -> dict[type[Exception], ErrorMapping]:
         # Retrying will not help a model that failed its warm-up: no Retry-After.
         ModelFailedError: ErrorMapping(503, "model_failed"),
         BatcherClosedError: ErrorMapping(503, "shutting_down", {"Retry-After": "5"}),
+        VersionReplacedError: ErrorMapping(503, "version_replaced"),
+        InferenceTimeoutError: ErrorMapping(504, "inference_timeout", {"Retry-After": "5"}),
+        InferenceFailedError: ErrorMapping(500, "inference_failed"),
     }
 
 

@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
             queue_limit=settings.queue_limit,
             metrics=metrics,
             workers=loaded.streams,
+            stall_s=settings.request_timeout_s,
         )
         batcher.swap(loaded.predict, loaded)  # answers name the model that computed them
 
@@ -219,7 +220,10 @@ def run(argv: list[str] | None = None) -> None:
         settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
         )
         print(f"error: invalid setting: {problems}", file=sys.stderr)
         sys.exit(1)

@@ -73,6 +73,18 @@ class Metrics:
         self.rejected = Counter(
             "inference_rejected_total", "Requests refused because the queue was full.", registry=r
         )
+        self.timeouts = Counter(
+            "inference_timeouts_total",
+            "Requests answered 504 because their images were not computed within the request "
+            "timeout.",
+            registry=r,
+        )
+        self.inference_threads = Gauge(
+            "inference_threads_alive",
+            "Inference threads running (one per stream); 0 after start means nothing can be "
+            "served: readiness fails.",
+            registry=r,
+        )
         self.predictions = Counter(
             "predictions_total", "Top-1 predictions by class.", ["label"], registry=r
         )

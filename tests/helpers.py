@@ -152,6 +152,14 @@ def make_settings(model_root: Path, **overrides):
     return Settings(model_dir=model_root, warmup_runs=1, **overrides)
 
 
+def until(condition, timeout: float = 10) -> None:
+    """Poll ``condition()`` until it is true (an assertion error after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never became true"
+        time.sleep(0.01)
+
+
 def wait_ready(client, timeout: float = 30.0) -> None:
     """Poll an in-process ``TestClient`` until ``/health/ready`` answers 200."""
     deadline = time.monotonic() + timeout

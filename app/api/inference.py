@@ -78,12 +78,18 @@ def served_model(
 class InferenceCore:
     """One request's way to the model: ``classify`` images, raw or encoded."""
 
-    __slots__ = ("settings", "model", "batcher", "metrics")
+    __slots__ = ("settings", "model", "batcher", "metrics", "pinned")
 
     def __init__(
-        self, settings: Settings, model: ServedModel, batcher: MicroBatcher, metrics: Metrics
+        self,
+        settings: Settings,
+        model: ServedModel,
+        batcher: MicroBatcher,
+        metrics: Metrics,
+        pinned: bool = False,
     ) -> None:
         self.settings, self.model, self.batcher, self.metrics = settings, model, batcher, metrics
+        self.pinned = pinned  # the request named the version: only that version may answer
 
     @classmethod
     def for_request(
@@ -96,7 +102,7 @@ class InferenceCore:
         model = served_model(request, name, version)
         if state.batcher is None:
             raise not_loaded()
-        return cls(state.settings, model, state.batcher, state.metrics)
+        return cls(state.settings, model, state.batcher, state.metrics, version is not None)
 
     def check_count(self, count: int) -> None:
         """1 to ``max_files`` images per request."""
@@ -155,7 +161,11 @@ class InferenceCore:
     async def classify_batch(self, batch: np.ndarray) -> Classified:
         """Probabilities for a uint8 ``[n, h, w, 3]`` batch of the model's input size."""
         self.check_count(len(batch))
-        probs, model = await self.batcher.submit_tagged(batch)  # the version that computed them
+        probs, model = await self.batcher.submit_tagged(  # and the version that computed them
+            batch,
+            want=self.model if self.pinned else None,
+            timeout=self.settings.request_timeout_s,
+        )
         names = model.class_names
         labels = [names[i] for i in probs.argmax(axis=1).tolist()]
         for label in labels:

@@ -42,10 +42,11 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="'ok', or 'dead' when no inference thread is left.")
+    detail: str | None = None
 
 
 class Readiness(BaseModel):
-    status: str = Field(description="'ready', 'starting', or 'failed' (see detail).")
+    status: str = Field(description="'ready', 'starting', 'failed' or 'unavailable' (see detail).")
     model: ModelRef | None = None
     detail: str | None = Field(None, description="Why the model will not become ready.")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.model import load_served_model
-from tests.helpers import CLASS_NAMES, image_bytes, make_settings, wait_ready
+from tests.helpers import CLASS_NAMES, image_bytes, make_settings, until, wait_ready
 
 
 def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
@@ -181,17 +182,45 @@ def test_protocol_bodies_are_declared_once_and_completed_with_the_served_model(t
 
 
 def test_full_queue_answers_503_with_retry_after(tiny_model_root):
-    app = create_app(make_settings(tiny_model_root, queue_limit=1))
+    app = create_app(make_settings(tiny_model_root, queue_limit=2, max_files=2))
     with TestClient(app) as client:
         wait_ready(client)
+        batcher, model = client.app.state.batcher, client.app.state.model
+        gate = threading.Event()
+
+        def gated(images):
+            gate.wait(10)
+            return model.predict(images)
+
         files = [("files", (f"{i}.png", image_bytes(), "image/png")) for i in range(2)]
-        r = client.post("/predict", files=files)
+        batcher.swap(gated, model)
+        first = threading.Thread(target=client.post, args=("/predict",), kwargs={"files": files})
+        queued = threading.Thread(target=client.post, args=("/predict",), kwargs={"files": files})
+        try:
+            first.start()  # computed, once the gate opens
+            until(lambda: batcher._calls)
+            queued.start()  # fills the queue
+            until(lambda: batcher._waiting_images == 2)
+            r = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
+        finally:
+            gate.set()
+            first.join(10)
+            queued.join(10)
+            batcher.swap(model.predict, model)
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "overloaded"
         assert "inference_rejected_total 1.0" in client.get("/metrics").text
         ok = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
         assert ok.status_code == 200
+
+
+def test_settings_that_cannot_work_together_are_refused(tiny_model_root):
+    with pytest.raises(ValueError, match=r"queue_limit \(1\) must be at least max_files \(2\)"):
+        make_settings(tiny_model_root, queue_limit=1, max_files=2)
+    with pytest.raises(ValueError, match="exclude each other"):
+        make_settings(tiny_model_root, model_poll_s=1, model_version=1)
+    assert make_settings(tiny_model_root, queue_limit=2, max_files=2).queue_limit == 2
 
 
 def test_api_keys_guard_inference_and_leave_operations_open(tiny_model_root):

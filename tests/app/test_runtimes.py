@@ -136,6 +136,18 @@ def test_serve_refuses_bad_configuration_with_one_line_and_status_1(tiny_model_r
     assert bad_runtime.returncode == 1
     last = bad_runtime.stderr.strip().splitlines()[-1]
     assert last.startswith("error: invalid setting: runtime:") and "'openvino'" in last
+    small_queue = _serve(
+        ["--model-dir", str(tiny_model_root)], CIFAR10_QUEUE_LIMIT="8", CIFAR10_MAX_FILES="32"
+    )
+    assert small_queue.returncode == 1
+    assert small_queue.stderr.strip().splitlines()[-1] == (
+        "error: invalid setting: queue_limit (8) must be at least max_files (32): a request of "
+        "max_files images could never be queued"
+    )
+    pinned_poll = _serve(
+        ["--model-dir", str(tiny_model_root), "--model-version", "1"], CIFAR10_MODEL_POLL_S="5"
+    )
+    assert pinned_poll.returncode == 1 and "exclude each other" in pinned_poll.stderr
     no_int8 = _serve(["--model-dir", str(tiny_model_root), "--precision", "int8"])
     assert no_int8.returncode == 1
     assert "has no openvino-int8/model.xml" in no_int8.stderr.strip().splitlines()[-1]

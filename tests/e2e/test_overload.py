@@ -22,7 +22,7 @@ PNG = image_bytes()
 
 @pytest.fixture(scope="module")
 def small_queue_server(tiny_model_root):
-    s = Server(tiny_model_root, queue_limit=4, max_batch_size=2)
+    s = Server(tiny_model_root, queue_limit=4, max_files=4, max_batch_size=2)
     s.wait_ready()
     yield s
     s.stop()

@@ -14,8 +14,17 @@ MODEL_CARD_README = "README.md"
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health, summary="Liveness: the process is up")
-async def health() -> Health:
+@router.get(
+    "/health",
+    response_model=Health,
+    response_model_exclude_none=True,
+    summary="Liveness: the process is up and can still serve",
+    responses={503: {"model": Health, "description": "No inference thread is left; restart."}},
+)
+async def health(request: Request):
+    batcher = getattr(request.app.state, "batcher", None)
+    if batcher is not None and batcher.dead:
+        return JSONResponse({"status": "dead", "detail": batcher.dead}, status_code=503)
     return Health(status="ok")
 
 
@@ -26,8 +35,9 @@ async def health() -> Health:
     responses={
         503: {
             "model": Readiness,
-            "description": "Model not loaded or not warmed up yet ('starting'), or its warm-up "
-            "failed ('failed'; restart the process).",
+            "description": "Model not loaded or not warmed up yet ('starting'); its warm-up "
+            "failed or no inference thread is left ('failed'; restart the process); or a model "
+            "call is running longer than the request timeout ('unavailable').",
         }
     },
     summary="Readiness: the model is loaded and warmed up",
@@ -39,6 +49,8 @@ async def ready(request: Request):
         return JSONResponse({"status": "failed", "detail": batcher.failure}, status_code=503)
     if model is None or batcher is None or not batcher.ready.is_set():
         return JSONResponse({"status": "starting"}, status_code=503)
+    if (problem := batcher.health()) is not None:
+        return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
     return Readiness(status="ready", model=ModelRef(name=model.name, version=model.version))
 
 

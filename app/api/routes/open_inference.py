@@ -71,13 +71,15 @@ async def server_metadata(request: Request) -> dict:
 
 
 @operations.get("/health/live", summary="Liveness")
-async def live() -> dict:
-    return {"live": True}
+async def live(request: Request) -> Response:
+    batcher = getattr(request.app.state, "batcher", None)
+    is_live = batcher is None or not batcher.dead
+    return JSONResponse({"live": is_live}, status_code=200 if is_live else 503)
 
 
 def _is_ready(request: Request) -> bool:
     batcher = getattr(request.app.state, "batcher", None)
-    return batcher is not None and batcher.ready.is_set()
+    return batcher is not None and batcher.health() is None
 
 
 @operations.get("/health/ready", summary="Readiness: the model is loaded and warmed up")
