@@ -1,8 +1,10 @@
-"""API keys: off unless ``CIFAR10_API_KEYS`` is set; then the inference endpoints need one.
+"""API keys: off unless ``CIFAR10_API_KEYS`` is set; then the inference endpoints and the model
+card (``/model``, ``/model/card``) need one.
 
 A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and compared with
 every configured key in constant time (no early exit on the first match or mismatch). Health,
-readiness, metrics and the docs stay open, as orchestrators and scrapers need them.
+readiness, metrics, the protocols' metadata and the docs stay open, as orchestrators, scrapers
+and protocol clients need them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from starlette.requests import Request
 from app.errors import APIError
 
 # Routes with one of these OpenAPI tags need a key when keys are configured.
-PROTECTED_TAGS = frozenset({"prediction", "inference"})
+PROTECTED_TAGS = frozenset({"prediction", "inference", "model"})
 SECURITY_SCHEMES = {
     "BearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
     "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

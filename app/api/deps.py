@@ -24,5 +24,11 @@ async def get_model(request: Request) -> ServedModel:
     return served_model(request)
 
 
+async def check_api_key(request: Request) -> None:
+    """401 unless the request carries a configured key (where keys are configured)."""
+    request.app.state.api_keys.check(request)
+
+
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelDep = Annotated[ServedModel, Depends(get_model)]
+KeyDep = Depends(check_api_key)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import threading
 
@@ -251,6 +253,58 @@ def test_api_keys_guard_inference_and_leave_operations_open(tiny_model_root):
         assert post["security"] == [{"BearerAuth": []}, {"APIKeyHeader": []}]
         assert "401" in post["responses"]
         assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def _protected_requests(model: str, version: int) -> dict[str, dict]:
+    """One valid request to every route behind the keys: each protocol's inference paths
+    (with and without a version) and the model card."""
+    png = image_bytes()
+    b64 = base64.b64encode(png).decode()
+    v2 = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
+    v1 = {"instances": [{"b64": b64}]}
+    return {
+        "predict": {"method": "POST", "url": "/predict", "files": {"file": ("a.png", png)}},
+        "v2": {"method": "POST", "url": f"/v2/models/{model}/infer", "json": v2},
+        "v2 version": {
+            "method": "POST",
+            "url": f"/v2/models/{model}/versions/{version}/infer",
+            "json": v2,
+        },
+        "v1": {"method": "POST", "url": f"/v1/models/{model}:predict", "json": v1},
+        "v1 version": {
+            "method": "POST",
+            "url": f"/v1/models/{model}/versions/{version}:predict",
+            "json": v1,
+        },
+        "model": {"method": "GET", "url": "/model"},
+        "model card": {"method": "GET", "url": "/model/card"},
+    }
+
+
+def test_api_keys_guard_every_inference_route_and_the_model_card(tiny_model_root):
+    app = create_app(make_settings(tiny_model_root, api_keys="k-one, k-two"))
+    with TestClient(app) as client:
+        wait_ready(client)
+        spec = client.get("/openapi.json").json()
+        for name, request in _protected_requests("tiny", 1).items():
+            refused = client.request(**request)
+            assert refused.status_code == 401, (name, refused.text)
+            assert refused.headers["www-authenticate"] == "Bearer"
+            for headers in (
+                {"Authorization": "Bearer k-one"},
+                {"X-API-Key": "k-two"},
+                {"X-API-Key": "", "Authorization": "Bearer k-one"},
+                {"X-API-Key": "k-three", "Authorization": "Bearer k-two"},
+            ):
+                ok = client.request(**request, headers=headers)
+                assert ok.status_code == 200, (name, headers, ok.text)
+            template = {"model": "/model", "model card": "/model/card"}.get(name)
+            if template:
+                operation = spec["paths"][template]["get"]
+                assert operation["security"] == [{"BearerAuth": []}, {"APIKeyHeader": []}]
+        card = client.get("/model", headers={"X-API-Key": "k-one"}).json()
+        assert card["served"]["path"] == f"{tiny_model_root.name}/1"
+        assert str(tiny_model_root) not in json.dumps(card)  # no path of the serving host
 
 
 def test_without_api_keys_nothing_asks_for_one(client):
