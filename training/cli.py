@@ -74,7 +74,8 @@ def _train_parser(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the checkpoint in --run-dir (its saved configuration is used)",
+        help="continue the checkpoint in --run-dir with its saved configuration (only --data, "
+        "--time-budget-min and --session-min may be given beside it)",
     )
     p.add_argument(
         "--session-min",
@@ -244,15 +245,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What --resume takes besides the saved configuration: where the run and the data are, and a
+# new time budget; every other flag would change the run it continues, so it is refused.
+RESUME_FLAGS = frozenset({"run_dir", "data", "time_budget_min"})
+
+
 def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         run_dir = Path(args.run_dir or TrainConfig().run_dir)
         saved = run_dir / "config.json"
         if not saved.exists():
             raise ConfigError(f"{run_dir}: no config.json to resume")
+        ignored = [
+            f"--{f.name.replace('_', '-')}"
+            for f in fields(TrainConfig)
+            if f.name not in RESUME_FLAGS and getattr(args, f.name, None) is not None
+        ]
+        if args.config:
+            ignored.insert(0, "--config")
+        if ignored:
+            raise ConfigError(
+                f"--resume continues {saved}; it would ignore {', '.join(ignored)} "
+                "(drop them, or start a new --run-dir)"
+            )
         values = load_config_file(saved)
-        if args.time_budget_min is not None:
-            values["time_budget_min"] = args.time_budget_min
+        for name in RESUME_FLAGS - {"run_dir"}:
+            if getattr(args, name, None) is not None:
+                values[name] = getattr(args, name)
         return TrainConfig.from_dict(values).validate()
     values = load_config_file(args.config) if args.config else {}
     for f in fields(TrainConfig):

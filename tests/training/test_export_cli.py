@@ -171,3 +171,34 @@ def test_cli_help_and_one_line_errors(tmp_path):
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
     stem = _cli("train", "--stem", "tiny")
     assert stem.returncode == 2 and "invalid choice: 'tiny'" in stem.stderr
+
+
+def test_resume_refuses_flags_it_would_ignore(tmp_path):
+    """``--resume`` continues the saved configuration: a flag that would change the run is
+    refused in one line instead of silently ignored; where the data and the run are, and a new
+    time budget, are taken."""
+    from training.cli import build_parser, resolve_train_config
+    from training.config import ConfigError, TrainConfig
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    saved = TrainConfig(run_dir=str(run_dir), epochs=7, data=str(tmp_path / "old"))
+    (run_dir / "config.json").write_text(json.dumps(saved.to_dict()))
+    parser = build_parser()
+
+    def resolve(*flags):
+        return resolve_train_config(
+            parser.parse_args(["train", "--resume", "--run-dir", str(run_dir), *flags])
+        )
+
+    with pytest.raises(ConfigError) as refused:
+        resolve("--epochs", "9", "--learning-rate", "0.5")
+    assert str(refused.value) == (
+        f"--resume continues {run_dir / 'config.json'}; it would ignore --epochs, --learning-rate "
+        "(drop them, or start a new --run-dir)"
+    )
+    with pytest.raises(ConfigError, match="ignore --config"):
+        resolve("--config", str(run_dir / "config.json"))
+    moved = resolve("--data", str(tmp_path / "new"), "--time-budget-min", "5")
+    assert moved.epochs == 7 and moved.data == str(tmp_path / "new") and moved.time_budget_min == 5
+    assert resolve().epochs == 7
