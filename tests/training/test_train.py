@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -150,6 +153,47 @@ def test_session_deadline_ends_at_an_epoch_boundary_and_resume_goes_on(cifar_dir
     assert [(s["first_epoch"], s["last_epoch"]) for s in state["sessions"]] == [(1, 1), (2, 3)]
     with pytest.raises(ConfigError, match="minutes must be positive"):
         train(cfg, resume=True, session_min=0)
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, sys
+from pathlib import Path
+from tests.helpers import tiny_config
+from training.train import train
+
+rename = os.replace
+
+
+def rename_then_die(src, dst):
+    rename(src, dst)
+    if str(dst).endswith("checkpoint.previous"):  # the old checkpoint is aside, the new not in
+        os._exit(137)
+
+
+os.replace = rename_then_die
+train(tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), epochs=2))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_killed_between_the_checkpoint_renames_loses_only_that_epoch(cifar_dir, tmp_path):
+    """Epoch 2's checkpoint: the process dies after epoch 1's checkpoint was moved aside and
+    before epoch 2's was renamed into place. Resume finds epoch 1's and redoes epoch 2."""
+    run_dir = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(cifar_dir), str(run_dir)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert not (run_dir / "checkpoint").exists()
+    aside = json.loads((run_dir / "checkpoint.previous" / "state.json").read_text())
+    assert aside["next_epoch"] == 1  # epoch 1's, complete
+    resumed = train(tiny_config(cifar_dir, run_dir, epochs=2), resume=True)
+    assert resumed.epochs_completed == 2 and [r["epoch"] for r in resumed.history] == [1, 2]
+    assert not (run_dir / "checkpoint.previous").exists()
 
 
 @pytest.mark.slow
