@@ -24,8 +24,11 @@ _PRECISION_HINTS = {"f32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The message's first line that says something: OpenVINO prefixes its reason with
+    ``Exception from <source file>:<line>:`` lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("Exception from ")]
+    return (telling or lines or [type(exc).__name__])[0]
 
 
 def read_model(path: Path, precision: str):
@@ -81,10 +84,16 @@ class OpenVINORuntime:
             config["PERFORMANCE_HINT"] = "LATENCY"
         else:
             config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=str(streams))
-        compiled = ov.Core().compile_model(model, "CPU", config)
         requests = queue.SimpleQueue()
-        for _ in range(streams):
-            requests.put(compiled.create_infer_request())
+        try:
+            compiled = ov.Core().compile_model(model, "CPU", config)
+            for _ in range(streams):
+                requests.put(compiled.create_infer_request())
+        except Exception as exc:  # an unsupported hint here, no memory for the streams, ...
+            raise RuntimeLoadError(
+                f"{path}: OpenVINO cannot compile the {precision} model for this CPU "
+                f"({_first_line(exc)})"
+            ) from None
         return cls(
             precision,
             (shape[1].get_length(), shape[2].get_length()),

@@ -63,6 +63,22 @@ def test_openvino_streams_compute_at_once_and_answer_as_one_stream(tiny_model_ro
     assert load_served_model(tiny_model_root, runtime="tensorflow", streams=2).streams == 1
 
 
+def test_an_openvino_compile_failure_is_a_one_line_load_error(tiny_model_root, monkeypatch):
+    import openvino
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError(
+            "Exception from src/inference/src/cpp/core.cpp:109:\n[ CPU ] cannot allocate streams"
+        )
+
+    monkeypatch.setattr(openvino.Core, "compile_model", refuse)
+    with pytest.raises(ModelLoadError) as err:
+        load_served_model(tiny_model_root, runtime="openvino", precision="f32", streams=2)
+    message = str(err.value)
+    assert "\n" not in message and "OpenVINO cannot compile the f32 model" in message
+    assert message.endswith("([ CPU ] cannot allocate streams)")
+
+
 def test_warm_up_runs_one_thread_per_stream(tiny_model_root):
     model = load_served_model(tiny_model_root, runtime="openvino", precision="f32", streams=2)
     threads, lock = set(), threading.Lock()
