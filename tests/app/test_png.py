@@ -178,3 +178,38 @@ def test_the_inference_core_serves_plain_pngs_by_the_fast_path(client, monkeypat
         r = client.post("/predict", files={"file": (f"{name}.png", png, "image/png")})
         assert r.status_code == 200, r.text
     assert general_path == [NOT_PLAIN["rgba"]]  # the plain PNG never reached Pillow
+
+
+def test_a_large_file_is_decoded_off_the_event_loop(tiny_model_root, monkeypatch):
+    """A 32x32 PNG with a megabyte of text is plain, but checking its chunks' CRCs takes
+    milliseconds: it is decoded in the thread pool; a small one stays on the loop."""
+    import asyncio
+    import threading
+
+    from app.api import inference
+    from app.api.inference import EncodedImage, InferenceCore
+    from app.model import load_served_model
+    from tests.helpers import make_settings
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (1024 * 1024))
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(PLAIN["rgb"])).save(buf, format="PNG", pnginfo=info)
+    large, small = buf.getvalue(), PLAIN["rgb"]
+    assert len(large) > inference.INLINE_DECODE_BYTES >= len(small)
+    threads = []
+
+    def recording(data, *args):
+        threads.append((len(data), threading.current_thread() is threading.main_thread()))
+        return decode_plain_png(data, *args)
+
+    monkeypatch.setattr(inference, "decode_plain_png", recording)
+    model = load_served_model(tiny_model_root, runtime="tensorflow")
+    core = InferenceCore(make_settings(tiny_model_root), model, batcher=None, metrics=None)
+
+    async def both():
+        return [await core.decode(EncodedImage(d, "a.png")) for d in (large, small)]
+
+    from_large, from_small = asyncio.run(both())
+    assert threads == [(len(large), False), (len(small), True)]
+    np.testing.assert_array_equal(from_large, from_small)  # the text changes no pixel
