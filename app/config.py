@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="Comma-separated API keys; when set, the inference endpoints need one "
         "(Authorization: Bearer KEY or X-API-Key: KEY). Off by default.",
     )
+    root_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="The path prefix a proxy serves the app under and strips (e.g. /api): "
+        "links and the OpenAPI document name it (uvicorn's --root-path).",
+    )
     log_level: str = Field("info")
     host: str = Field("0.0.0.0")
     port: int = Field(8000, ge=1, le=65535)

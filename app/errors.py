@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 
 class APIError(HTTPException):
@@ -31,9 +32,20 @@ class APIError(HTTPException):
 PROTOCOL_PREFIXES = ("/v1", "/v2")
 
 
-def error_body(code: str, message: str, path: str = "/") -> dict:
-    """The error in the shape of the protocol ``path`` belongs to."""
-    if path.startswith(PROTOCOL_PREFIXES):
+def route_path(scope: Scope) -> str:
+    """The path that says which protocol a request speaks: its route's template once routing
+    matched one, else its path within the app (without the ``root_path`` a proxy mounts it
+    under)."""
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return template
+    path, root = scope.get("path", "/"), scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
+def error_body(code: str, message: str, scope: Scope) -> dict:
+    """The error in the shape of the protocol the request belongs to."""
+    if route_path(scope).startswith(PROTOCOL_PREFIXES):
         return {"error": message}
     return {"error": {"code": code, "message": message}}
 
@@ -42,7 +54,7 @@ def error_response(
     request: Request, status: int, code: str, message: str, headers: dict | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        error_body(code, message, request.url.path), status_code=status, headers=headers
+        error_body(code, message, request.scope), status_code=status, headers=headers
     )
 
 
@@ -116,17 +128,6 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if error is None:  # registered only for mapped types, so this is a programming error
         raise exc
     return await _http_error(request, error)
-
-
-async def error_response_for(request: Request, exc: Exception) -> JSONResponse | None:
-    """The answer the installed handlers give for ``exc``, or ``None`` for an exception no
-    handler maps (for code that calls an endpoint without the framework's handlers)."""
-    if isinstance(exc, StarletteHTTPException):
-        return await _http_error(request, exc)
-    if isinstance(exc, RequestValidationError):
-        return await _validation_error(request, exc)
-    error = api_error_for(exc)
-    return None if error is None else await _http_error(request, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

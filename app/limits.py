@@ -24,7 +24,7 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            body = error_body("payload_too_large", self._message(), scope["path"])
+            body = error_body("payload_too_large", self._message(), scope)
             response = JSONResponse(body, 413)
             await response(scope, receive, send)
             return

@@ -21,9 +21,7 @@ from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.direct import DirectRoutes
 from app.api.main import routers
 from app.api.openapi import complete as complete_openapi
 from app.auth import APIKeys, add_security_to_openapi, parse_keys
@@ -38,15 +36,6 @@ from app.reload import ModelReloader
 from app.safety_net import SafetyNetMiddleware
 
 log = logging.getLogger("app")
-
-# The inference endpoints, called past FastAPI's routing layers (app.api.direct)
-DIRECT_PATHS = [
-    ("POST", "/predict"),
-    ("POST", "/v2/models/{name}/infer"),
-    ("POST", "/v2/models/{name}/versions/{version}/infer"),
-    ("POST", "/v1/models/{name}:predict"),
-    ("POST", "/v1/models/{name}/versions/{version}:predict"),
-]
 
 DESCRIPTION = """
 Classifies an image into one of the 10 CIFAR-10 classes with a ResNet50.
@@ -63,42 +52,6 @@ def package_version() -> str:
         return version("cifar10-resnet50-service")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "0+unknown"
-
-
-class ServiceApp(FastAPI):
-    """The FastAPI app, whose inference paths skip FastAPI's own per-request layers.
-
-    ``add_service_middleware`` gives it the service's middleware (metrics, request ids and the
-    safety net, the body-size cap) twice: inside FastAPI for every other request, and as a
-    stack of its own in front of ``DirectRoutes`` for the inference paths, so that both kinds
-    of request pass the same checks and are counted by the same metrics. (FastAPI's native
-    OpenTelemetry, off unless an OpenTelemetry SDK is configured, does not see the inference
-    paths.)
-    """
-
-    direct_stack: ASGIApp | None = None
-    direct_routes: DirectRoutes | None = None
-
-    def add_service_middleware(self, settings: Settings, metrics: Metrics) -> None:
-        def wrap(inner: ASGIApp) -> ASGIApp:
-            inner = BodySizeLimitMiddleware(inner, max_bytes=settings.max_request_bytes)
-            inner = SafetyNetMiddleware(inner, metrics=metrics)  # request ids; JSON 500s
-            return MetricsMiddleware(inner, metrics=metrics)  # outermost: counts every status
-
-        self.direct_routes = DirectRoutes(routers=routers, paths=DIRECT_PATHS)
-        self.direct_stack = wrap(self.direct_routes)
-        self.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-        self.add_middleware(SafetyNetMiddleware, metrics=metrics)
-        self.add_middleware(MetricsMiddleware, metrics=metrics)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = self.direct_routes.match(scope) if self.direct_routes is not None else None
-        if matched is not None:
-            scope["app"] = self  # what Starlette sets: request.app for the endpoints
-            scope["route"], scope["path_params"] = matched  # what its router sets
-            await self.direct_stack(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, model: ServedModel | None = None) -> FastAPI:
@@ -165,9 +118,6 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    # fastapi_offline builds a plain FastAPI with the offline docs routes; make it a ServiceApp
-    # (a subclass with the same attributes and one method more).
-    app.__class__ = ServiceApp
     app.state.settings, app.state.metrics = settings, metrics
     app.state.api_keys = APIKeys(parse_keys(settings.api_keys))
     app.state.model = app.state.batcher = app.state.reloader = None
@@ -194,7 +144,9 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
-    app.add_service_middleware(settings, metrics)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
     return app
 
 
@@ -254,4 +206,5 @@ def run(argv: list[str] | None = None) -> None:
         access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         timeout_keep_alive=settings.keep_alive_s,
+        root_path=settings.root_path,
     )

@@ -77,7 +77,7 @@ class SafetyNetMiddleware:
             if started:  # too late for an answer: the server closes the connection
                 raise
             message = f"internal server error (request id {request_id})"
-            body = orjson.dumps(error_body("internal_error", message, path))
+            body = orjson.dumps(error_body("internal_error", message, scope))
             await send(
                 {
                     "type": "http.response.start",

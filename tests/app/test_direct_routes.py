@@ -1,19 +1,30 @@
-"""The inference endpoints called past FastAPI's routing layers answer exactly as through
-them: same route labels in the metrics, same errors, everything else passed on."""
+"""One request path: the inference endpoints are normal routes of the app (``DirectRoute``),
+so routing, ``root_path``, middleware, error handlers and metrics labels are the same for every
+request, and the error shape follows the matched route, not the raw path."""
 
 from __future__ import annotations
 
 import base64
 
 import pytest
+from fastapi import APIRouter, Depends
+from fastapi.testclient import TestClient
 
-from app.api.direct import DirectRoutes
+from app.api.direct import DirectRoute
 from app.api.main import routers
-from app.main import DIRECT_PATHS
-from tests.helpers import image_bytes
+from app.main import create_app
+from tests.helpers import image_bytes, make_settings, wait_ready
 
-B64 = base64.b64encode(image_bytes()).decode()
+PNG = image_bytes()
+B64 = base64.b64encode(PNG).decode()
 BYTES_INPUT = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [B64]}]}
+INFERENCE_PATHS = {
+    ("POST", "/predict"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
+    ("POST", "/v1/models/{name}:predict"),
+    ("POST", "/v1/models/{name}/versions/{version}:predict"),
+}
 
 
 def _count(client, route: str, status: int) -> float:
@@ -22,6 +33,20 @@ def _count(client, route: str, status: int) -> float:
         if line.startswith(prefix):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_the_inference_endpoints_and_only_they_are_direct_routes():
+    routes = [(m, r) for router in routers for r in router.routes for m in r.methods]
+    assert {(m, r.path) for m, r in routes if isinstance(r, DirectRoute)} == INFERENCE_PATHS
+
+
+def test_a_direct_route_refuses_dependencies_it_would_not_run():
+    router = APIRouter(route_class=DirectRoute)
+
+    async def needs_a_key(request, name: str): ...
+
+    with pytest.raises(TypeError, match="takes no dependencies"):
+        router.post("/x/{name}", dependencies=[Depends(lambda: None)])(needs_a_key)
 
 
 @pytest.mark.parametrize(
@@ -55,34 +80,41 @@ def test_other_methods_and_paths_pass_through(client):
     assert client.post("/v2/models/tiny/nothing", json={}).status_code == 404
 
 
-def test_every_direct_path_is_a_declared_route():
-    routes = DirectRoutes(routers, DIRECT_PATHS).routes
-    assert {(m, r.path) for m, _, r in routes} == set(DIRECT_PATHS)
-    with pytest.raises(ValueError, match="no such routes"):
-        DirectRoutes(routers, [("POST", "/nowhere")])
+@pytest.fixture(scope="module")
+def under_api(tiny_model_root):
+    """The app behind a proxy that mounts it at ``/api`` (uvicorn's ``--root-path /api``)."""
+    app = create_app(make_settings(tiny_model_root, api_keys="k"))
+    with TestClient(app, root_path="/api", headers={"X-API-Key": "k"}) as c:
+        wait_ready(c)
+        yield c
 
 
-def test_inference_paths_skip_fastapis_stack_but_not_the_services_middleware(tiny_model_root):
-    """With FastAPI's own middleware stack broken, the inference paths still answer, with a
-    request id and counted in the metrics; every other path goes through that stack."""
-    from fastapi.testclient import TestClient
+# (url under /api, body, whether errors are the protocols' {"error": "..."} shape)
+UNDER_API = {
+    "predict": ("/api/predict", {"files": {"file": ("a.png", PNG, "image/png")}}, False),
+    "v2": ("/api/v2/models/tiny/infer", {"json": BYTES_INPUT}, True),
+    "v1": ("/api/v1/models/tiny:predict", {"json": {"instances": [{"b64": B64}]}}, True),
+}
 
-    from app.main import create_app
-    from tests.helpers import make_settings, wait_ready
 
-    app = create_app(make_settings(tiny_model_root))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        wait_ready(client)
-        before = _count(client, "/predict", 200)
-
-        async def broken(scope, receive, send):
-            raise RuntimeError("FastAPI's stack was used")
-
-        fastapi_stack, app.middleware_stack = app.middleware_stack, broken
-        try:
-            r = client.post("/predict", files={"file": ("x.png", image_bytes(), "image/png")})
-            assert r.status_code == 200 and r.headers["x-request-id"]
-            assert client.get("/health").status_code == 500  # the broken stack raised
-        finally:
-            app.middleware_stack = fastapi_stack
-        assert _count(client, "/predict", 200) == before + 1
+@pytest.mark.parametrize("protocol", UNDER_API)
+def test_behind_a_root_path_every_protocol_answers_and_errs_in_its_own_shape(under_api, protocol):
+    url, good, protocol_shape = UNDER_API[protocol]
+    route = {"predict": "/predict", "v2": "/v2/models/{name}/infer"}.get(
+        protocol, "/v1/models/{name}:predict"
+    )
+    before = _count(under_api, route, 200)
+    ok = under_api.post(url, **good)
+    assert ok.status_code == 200, ok.text
+    assert _count(under_api, route, 200) == before + 1  # labelled by its route, as without
+    bad = under_api.post(url, content=b"{", headers={"content-type": "application/json"})
+    assert bad.status_code in (400, 422), bad.text
+    too_big = under_api.post(
+        url, content=b"x", headers={"content-type": "application/json", "content-length": "9" * 12}
+    )
+    assert too_big.status_code == 413
+    no_key = under_api.post(url, **good, headers={"X-API-Key": ""})
+    assert no_key.status_code == 401
+    for answer in (bad, too_big, no_key):
+        error = answer.json()["error"]
+        assert isinstance(error, str) if protocol_shape else set(error) == {"code", "message"}

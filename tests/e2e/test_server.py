@@ -134,3 +134,41 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root)
     assert len(outcomes) == 12
     assert set(statuses) <= {"200", "refused", "not started"}, statuses  # none cut half-way
     assert any(status == "200" and at > sent for status, at in outcomes), outcomes
+
+
+def test_behind_a_proxy_that_strips_a_root_path_every_protocol_keeps_its_shape(tiny_model_root):
+    """``CIFAR10_ROOT_PATH=/api`` (uvicorn's ``--root-path``): a proxy serves the app under
+    ``/api`` and strips it. Every protocol answers, and errs in its own shape; the OpenAPI
+    document names the prefix."""
+    import base64
+
+    server = Server(tiny_model_root, root_path="/api")
+    try:
+        server.wait_ready()
+        png = CAT.read_bytes()
+        b64 = base64.b64encode(png).decode()
+        v2 = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
+        good = {
+            "/predict": {"files": {"file": ("cat.png", png, "image/png")}},
+            "/v2/models/tiny/infer": {"json": v2},
+            "/v1/models/tiny:predict": {"json": {"instances": [{"b64": b64}]}},
+        }
+        for path, request in good.items():
+            ok = httpx.post(server.base + path, timeout=30, **request)
+            assert ok.status_code == 200, (path, ok.text)
+            bad = httpx.post(
+                server.base + path,
+                content=b"{",
+                timeout=30,
+                headers={"content-type": "application/json"},
+            )
+            assert 400 <= bad.status_code < 500, (path, bad.text)
+            error = bad.json()["error"]
+            if path == "/predict":
+                assert set(error) == {"code", "message"}, bad.text
+            else:
+                assert isinstance(error, str), (path, bad.text)
+        spec = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+        assert spec["servers"] == [{"url": "/api"}]
+    finally:
+        server.stop()

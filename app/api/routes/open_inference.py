@@ -24,12 +24,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.direct import DirectRoute
 from app.api.inference import Classified, EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body
 from app.api.responses import json_answer
 from app.model import ServedModel
 
-router = APIRouter(prefix="/v2", tags=["inference"])
+router = APIRouter(prefix="/v2", tags=["inference"], route_class=DirectRoute)
 operations = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 INPUT = "image"

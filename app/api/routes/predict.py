@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.direct import DirectRoute
 from app.api.inference import Classified, EncodedImage, InferenceCore
 from app.api.multipart import MultiPartException, Part, parse_multipart, parts_of_form
 from app.api.responses import json_answer
@@ -14,7 +15,7 @@ from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.config import Settings
 from app.errors import APIError
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], route_class=DirectRoute)
 
 ERRORS = {
     code: {"model": ErrorResponse, "description": text}

@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.direct import DirectRoute
 from app.api.inference import EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body, pixels_schema
 from app.api.responses import json_answer
 from app.config import Settings
 from app.model import ServedModel
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"], route_class=DirectRoute)
 operations = APIRouter(prefix="/v1", tags=["tensorflow serving"])
 
 INPUT = "image"
