@@ -44,9 +44,29 @@ class Settings(BaseSettings):
         "more images per second under load, a lone image waits longer).",
     )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per image file.")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="Per request body, any route; each inference route's cap is the smaller of "
+        "this and what max_files images can take in its format (refused from Content-Length "
+        "before reading, and while streaming).",
+    )
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Request bodies held at once, all requests together; a body beyond it is "
+        "answered 503 with Retry-After (read and discarded first, so the client sees the "
+        "answer). Peak memory grows by about three times this under a flood of large bodies.",
+    )
     max_files: int = Field(32, ge=1, description="Images per request (field 'files').")
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Refuse larger declared dimensions before decoding."
+    )
+    max_decoding_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="Pixels being decoded at once, all requests together (a decode takes 3-8 "
+        "bytes per pixel); a large image waits for its turn. At least max_image_pixels.",
     )
     max_batch_size: int = Field(16, ge=1, description="Images per model call.")
     max_batch_wait_ms: float = Field(
@@ -95,17 +115,30 @@ class Settings(BaseSettings):
                 f"queue_limit ({self.queue_limit}) must be at least max_files "
                 f"({self.max_files}): a request of max_files images could never be queued"
             )
+        if self.max_buffered_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least "
+                f"max_request_bytes ({self.max_request_bytes}): a request of the largest "
+                "size could never be buffered"
+            )
+        if self.max_request_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"max_request_bytes ({self.max_request_bytes}) must be at least "
+                f"max_upload_bytes ({self.max_upload_bytes}): a file of the largest size "
+                "could never be sent"
+            )
+        if self.max_decoding_pixels < self.max_image_pixels:
+            raise ValueError(
+                f"max_decoding_pixels ({self.max_decoding_pixels}) must be at least "
+                f"max_image_pixels ({self.max_image_pixels}): an image of the largest size "
+                "could never be decoded"
+            )
         if self.model_poll_s > 0 and self.model_version is not None:
             raise ValueError(
                 "model_poll_s and model_version exclude each other: a pinned version is never "
                 "reloaded (unset one)"
             )
         return self
-
-    @property
-    def max_request_bytes(self) -> int:
-        """Cap on a whole request body, enforced while it streams in."""
-        return self.max_upload_bytes * self.max_files + 1024 * 1024
 
 
 @lru_cache

@@ -1,42 +1,203 @@
-"""Request-body cap, enforced while the body streams in (never buffering an unbounded body)."""
+"""Request bodies, bounded by design: a cap per request, a cap per route, and a server-wide
+budget of body bytes held at once.
+
+``BodyLimitMiddleware`` sees every request before routing. A ``Content-Length`` over
+``max_request_bytes`` is answered 413 before anything is read; a body that streams past it is
+cut off with 413. Every body's bytes are reserved from one budget, ``max_buffered_bytes`` for
+all requests together, from its declared length (or chunk by chunk as it streams), and released
+when its request ends: a body the budget cannot hold now is read and discarded (so that the
+client, still sending, sees the answer instead of a reset connection) and answered 503
+``overloaded`` with ``Retry-After``. Bodies are what a request's memory grows with (the body,
+its parsed form, the decoded files), so the budget bounds the memory of a flood of large
+requests; ``tests/e2e/test_memory_bounds.py`` measures it.
+
+``PixelBudget`` bounds the other thing a request's memory grows with: the pixels of the images
+being decoded at once (``max_decoding_pixels``); a decode waits for its turn.
+
+``RouteCaps`` is what each inference route can carry with ``max_files`` images in its own
+format, capped by ``max_request_bytes``; the routes read their bodies through ``read_body``,
+which refuses a larger ``Content-Length`` before reading (413) and stops a stream that passes
+the cap.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from fastapi.responses import JSONResponse
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import Settings
 from app.errors import APIError, error_body
+from app.metrics import Metrics
+
+# Room for what is not image bytes: multipart part headers, JSON keys, the binary header.
+PART_OVERHEAD = 1024
+BODY_OVERHEAD = 64 * 1024
+MAX_LENGTH_DIGITS = 18
 
 
-class BodySizeLimitMiddleware:
-    """413 for a declared ``Content-Length`` over the cap, or as soon as the stream passes it."""
+def declared_length(value: bytes | str | None) -> int | None:
+    """A ``Content-Length`` value: ASCII digits only, at most 18 of them; else ``None``."""
+    if value is None:
+        return None
+    raw = value.encode("latin-1") if isinstance(value, str) else value
+    if not raw.isdigit() or len(raw) > MAX_LENGTH_DIGITS:  # bytes.isdigit: ASCII only
+        return None
+    return int(raw)
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
 
-    def _message(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes"
+def too_large(cap: int) -> APIError:
+    return APIError(413, "payload_too_large", f"request body larger than {cap} bytes")
+
+
+@dataclass(frozen=True)
+class RouteCaps:
+    """The largest body each inference route accepts (bytes)."""
+
+    multipart: int  # POST /predict, multipart/form-data
+    raw: int  # POST /predict, the image as the body
+    json: int  # the protocols' JSON: base64 images (pixel arrays are far smaller)
+    binary: int  # Open Inference Protocol's binary tensor extension
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RouteCaps:
+        files, upload, cap = s.max_files, s.max_upload_bytes, s.max_request_bytes
+        base64_image = -(-upload // 3) * 4
+        return cls(
+            multipart=min(cap, files * (upload + PART_OVERHEAD) + BODY_OVERHEAD),
+            raw=min(cap, upload),
+            json=min(cap, files * (base64_image + PART_OVERHEAD) + BODY_OVERHEAD),
+            binary=min(cap, files * (upload + 4) + BODY_OVERHEAD),
+        )
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The request's body, at most ``cap`` bytes: 413 from a larger ``Content-Length`` before
+    reading, or as soon as the stream passes ``cap``."""
+    declared = declared_length(request.headers.get("content-length"))
+    if declared is not None and declared > cap:
+        raise too_large(cap)
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > cap:
+            raise too_large(cap)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, all requests together (one event loop: no lock)."""
+
+    def __init__(self, limit: int, metrics: Metrics | None = None) -> None:
+        self.limit, self.held, self._metrics = limit, 0, metrics
+
+    def reserve(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            if self._metrics:
+                self._metrics.bodies_refused.inc()
+            return False
+        self._set(self.held + n)
+        return True
+
+    def release(self, n: int) -> None:
+        self._set(self.held - n)
+
+    def _set(self, value: int) -> None:
+        self.held = value
+        if self._metrics:
+            self._metrics.bodies_held.set(value)
+
+
+def overloaded(budget: BodyBudget) -> APIError:
+    return APIError(
+        503,
+        "overloaded",
+        f"server busy: {budget.held} bytes of request bodies already held; retry shortly",
+        {"Retry-After": "1"},
+    )
+
+
+class BodyLimitMiddleware:
+    """The request cap and the body budget, for every request (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget) -> None:
+        self.app, self.max_bytes, self.budget = app, max_bytes, budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            body = error_body("payload_too_large", self._message(), scope)
-            response = JSONResponse(body, 413)
-            await response(scope, receive, send)
+        declared = declared_length(dict(scope["headers"]).get(b"content-length"))
+        if declared is not None and declared > self.max_bytes:
+            await self._answer(too_large(self.max_bytes), scope, receive, send)
             return
+        held = 0
+        if declared:
+            if not self.budget.reserve(declared):
+                await _drain(receive, declared)
+                await self._answer(overloaded(self.budget), scope, receive, send)
+                return
+            held = declared
         received = 0
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, held
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise APIError(413, "payload_too_large", self._message())
+                    raise too_large(self.max_bytes)
+                if received > held:  # no (or a false) Content-Length: reserve as it streams
+                    if not self.budget.reserve(received - held):
+                        raise overloaded(self.budget)
+                    held = received
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.budget.release(held)
+
+    async def _answer(self, error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
+        body = error_body(error.code, error.message, scope)
+        await JSONResponse(body, error.status_code, headers=error.headers)(scope, receive, send)
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and discard up to ``limit`` bytes of the body (one chunk held at a time)."""
+    received = 0
+    while received <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+class PixelBudget:
+    """Pixels being decoded at once, all requests together (decodes run in worker threads; a
+    decode takes 3-8 bytes per pixel while it runs). A decode waits until its pixels fit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        n = min(pixels, self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= n
+                self._changed.notify_all()

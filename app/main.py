@@ -29,7 +29,8 @@ from app.batching import MicroBatcher
 from app.config import Settings, get_settings
 from app.cpu import cpu_report
 from app.errors import install_error_handlers
-from app.limits import BodySizeLimitMiddleware
+from app.limits import BodyBudget, BodyLimitMiddleware, PixelBudget
+from app.memory import return_large_blocks_to_the_system
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 from app.reload import ModelReloader
@@ -57,6 +58,7 @@ def package_version() -> str:
 def create_app(settings: Settings | None = None, model: ServedModel | None = None) -> FastAPI:
     """Build the app. The model is loaded (unless given) and warmed up in the lifespan."""
     settings = settings or get_settings()
+    return_large_blocks_to_the_system()  # app.memory: what a flood of large bodies leaves
     metrics = Metrics()
 
     @asynccontextmanager
@@ -120,6 +122,8 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     )
     app.state.settings, app.state.metrics = settings, metrics
     app.state.api_keys = APIKeys(parse_keys(settings.api_keys))
+    app.state.pixels_budget = PixelBudget(settings.max_decoding_pixels)
+    app.state.body_budget = BodyBudget(settings.max_buffered_bytes, metrics)
     app.state.model = app.state.batcher = app.state.reloader = None
     app.state.preloaded = model
     install_error_handlers(app)
@@ -144,7 +148,9 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_request_bytes, budget=app.state.body_budget
+    )
     app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
     return app

@@ -73,6 +73,17 @@ class Metrics:
         self.rejected = Counter(
             "inference_rejected_total", "Requests refused because the queue was full.", registry=r
         )
+        self.bodies_held = Gauge(
+            "http_request_body_bytes_held",
+            "Bytes of request bodies held now, all requests together (CIFAR10_MAX_BUFFERED_BYTES "
+            "bounds it).",
+            registry=r,
+        )
+        self.bodies_refused = Counter(
+            "http_request_bodies_refused_total",
+            "Requests answered 503 because their bodies did not fit the body budget.",
+            registry=r,
+        )
         self.timeouts = Counter(
             "inference_timeouts_total",
             "Requests answered 504 because their images were not computed within the request "

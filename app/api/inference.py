@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import Request
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app.api.decoding import InvalidInputError
+from app.api.decoding import Body, InvalidInputError, parse_body
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import APIError
 from app.images import decode_opened, open_upload
+from app.limits import PixelBudget, RouteCaps, read_body
 from app.metrics import Metrics
 from app.model import ServedModel
 from app.png import decode_plain_png
@@ -81,7 +83,7 @@ def served_model(
 class InferenceCore:
     """One request's way to the model: ``classify`` images, raw or encoded."""
 
-    __slots__ = ("settings", "model", "batcher", "metrics", "pinned")
+    __slots__ = ("settings", "model", "batcher", "metrics", "pinned", "pixels_budget")
 
     def __init__(
         self,
@@ -90,9 +92,11 @@ class InferenceCore:
         batcher: MicroBatcher,
         metrics: Metrics,
         pinned: bool = False,
+        pixels_budget: PixelBudget | None = None,
     ) -> None:
         self.settings, self.model, self.batcher, self.metrics = settings, model, batcher, metrics
         self.pinned = pinned  # the request named the version: only that version may answer
+        self.pixels_budget = pixels_budget  # large decodes wait for their turn in it
 
     @classmethod
     def for_request(
@@ -105,7 +109,33 @@ class InferenceCore:
         model = served_model(request, name, version)
         if state.batcher is None:
             raise not_loaded()
-        return cls(state.settings, model, state.batcher, state.metrics, version is not None)
+        return cls(
+            state.settings,
+            model,
+            state.batcher,
+            state.metrics,
+            version is not None,
+            state.pixels_budget,
+        )
+
+    @property
+    def caps(self) -> RouteCaps:
+        return RouteCaps.from_settings(self.settings)
+
+    async def read_body(self, request: Request, cap: int) -> bytes:
+        """The body, at most ``cap`` bytes (``app.limits.read_body``)."""
+        return await read_body(request, cap)
+
+    async def parse_json(self, body: bytes, model: type[Body]) -> Body:
+        """A protocol's JSON body as ``model``. A body of numbers parses to eight bytes or more
+        per two bytes of text, so one with more values than twice what ``max_files`` images
+        hold is refused (413) before parsing (twice: a request a few images over the limit
+        still hears how many it sent); a large body is parsed off the event loop."""
+        h, w = self.model.input_size
+        most = 2 * self.settings.max_files * h * w * 3 + 1024
+        if len(body) <= INLINE_DECODE_BYTES:
+            return _parse_bounded(body, model, most)
+        return await run_in_threadpool(_parse_bounded, body, model, most)
 
     def check_count(self, count: int) -> None:
         """1 to ``max_files`` images per request."""
@@ -144,7 +174,7 @@ class InferenceCore:
         width, height = img.size
         if width * height <= INLINE_DECODE_PIXELS:
             return decode_opened(img, self.model.input_size, image.name)
-        return await run_in_threadpool(decode_opened, img, self.model.input_size, image.name)
+        return await run_in_threadpool(self.decode_in_turn, img, image.name)
 
     def decode_now(self, image: EncodedImage) -> np.ndarray:
         """``decode``'s work, all of it in the calling thread."""
@@ -153,7 +183,15 @@ class InferenceCore:
         if plain is not None:
             return plain
         img = open_upload(image.data, settings.max_image_pixels, image.name)
-        return decode_opened(img, self.model.input_size, image.name)
+        return self.decode_in_turn(img, image.name)
+
+    def decode_in_turn(self, img: Image.Image, name: str) -> np.ndarray:
+        """Decode an opened image once its pixels fit the pixel budget (in a worker thread)."""
+        if self.pixels_budget is None:
+            return decode_opened(img, self.model.input_size, name)
+        width, height = img.size
+        with self.pixels_budget.hold(width * height):
+            return decode_opened(img, self.model.input_size, name)
 
     def pixels(self, array: np.ndarray, name: str) -> np.ndarray:
         """A uint8 pixel array, which must be one image of the model's input shape."""
@@ -187,3 +225,14 @@ class InferenceCore:
         for label in labels:
             self.metrics.count_prediction(label)
         return Classified(probs, model, labels)
+
+
+def _parse_bounded(body: bytes, model: type[Body], most_values: int) -> Body:
+    if body.count(b",") >= most_values:
+        raise APIError(
+            413,
+            "payload_too_large",
+            f"the body holds more than {most_values} values, more than the request's images "
+            "can take",
+        )
+    return parse_body(body, model)

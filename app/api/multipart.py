@@ -65,16 +65,21 @@ def split_plain(body: bytes, boundary: bytes) -> list[Part] | None:
     end = body.rfind(b"\r\n" + delimiter + b"--")
     if end < 0 or body[end + len(delimiter) + 4 :] not in (b"", b"\r\n"):
         return None
-    chunks = body[len(delimiter) + 2 : end].split(b"\r\n" + delimiter + b"\r\n")
-    if len(chunks) > MAX_PARTS:
-        return None
+    separator = b"\r\n" + delimiter + b"\r\n"
+    bounds, start = [], len(delimiter) + 2
+    while (found := body.find(separator, start, end)) >= 0:  # as bytes.split, without copies
+        bounds.append((start, found))
+        start = found + len(separator)
+        if len(bounds) >= MAX_PARTS:
+            return None
+    bounds.append((start, end))
     parts = []
-    for chunk in chunks:
-        head_end = chunk.find(b"\r\n\r\n")
+    for start, stop in bounds:
+        head_end = body.find(b"\r\n\r\n", start, stop)
         if head_end < 0:
             return None
         disposition = content_type = None
-        for line in chunk[:head_end].split(b"\r\n"):
+        for line in body[start:head_end].split(b"\r\n"):
             key, sep, value = line.partition(b":")
             key = key.strip().lower()
             if not sep or key not in (b"content-disposition", b"content-type"):
@@ -94,7 +99,7 @@ def split_plain(body: bytes, boundary: bytes) -> list[Part] | None:
         is_file = filename is not None or (content_type or b"").lower().startswith(
             BINARY_PART_TYPES
         )
-        parts.append(Part(name, chunk[head_end + 4 :], is_file, filename, type_text))
+        parts.append(Part(name, body[head_end + 4 : stop], is_file, filename, type_text))
     return parts
 
 

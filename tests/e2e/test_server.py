@@ -90,7 +90,9 @@ def _in_flight(server: Server) -> float:
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(tiny_model_root):
-    s = Server(tiny_model_root, max_batch_wait_ms=20)
+    # twelve 6.8 MB uploads at once: a body budget that holds them all (the default, 64 MiB,
+    # answers some 503, which is not what this test is about)
+    s = Server(tiny_model_root, max_batch_wait_ms=20, max_buffered_bytes=256 * 2**20)
     s.wait_ready()
     big = io.BytesIO()
     noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)

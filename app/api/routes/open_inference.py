@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.decoding import InvalidInputError, decode_base64, pixel_array
 from app.api.direct import DirectRoute
 from app.api.inference import Classified, EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body
@@ -214,9 +214,12 @@ INFER_BODY = json_request_body(infer_body(*DEFAULT_INPUT_SIZE))
 )
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     core = InferenceCore.for_request(request, name, version)
-    body = await request.body()
-    header, tail = _split_binary(body, request.headers.get(HEADER_LENGTH))
-    infer_request = parse_body(header, InferRequest)
+    header_length = request.headers.get(HEADER_LENGTH)
+    caps = core.caps
+    body = await core.read_body(request, caps.json if header_length is None else caps.binary)
+    header, tail = _split_binary(body, header_length)
+    del body
+    infer_request = await core.parse_json(header, InferRequest)
     images = _input_images(infer_request, tail, core)
     result = await (
         core.classify_batch(images) if isinstance(images, np.ndarray) else core.classify(images)

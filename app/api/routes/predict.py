@@ -14,6 +14,7 @@ from app.api.responses import json_answer
 from app.api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse
 from app.config import Settings
 from app.errors import APIError
+from app.limits import declared_length
 
 router = APIRouter(tags=["prediction"], route_class=DirectRoute)
 
@@ -143,7 +144,9 @@ async def predict(request: Request) -> Response:
     try:
         if content_type.startswith("multipart/form-data"):
             # the body-size cap bounds the body while it streams in
-            parts = await parse_multipart(request.headers, await request.body(), limit)
+            body = await core.read_body(request, core.caps.multipart)
+            parts = await parse_multipart(request.headers, body, limit)
+            del body
         else:  # not a form of files: answered below with missing_file
             form = await request.form()
             try:
@@ -163,6 +166,9 @@ async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore)
     """The request body is the image itself (``curl --data-binary @x.jpg -H 'Content-Type:
     image/jpeg'``): one result, with the same limits and errors as a multipart upload."""
     limit = core.settings.max_upload_bytes
+    declared = declared_length(request.headers.get("content-length"))
+    if declared is not None and declared > limit:  # refused before reading
+        core.check_size(declared, "body")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from app.api.decoding import InvalidInputError, decode_base64, parse_body, pixel_array
+from app.api.decoding import InvalidInputError, decode_base64, pixel_array
 from app.api.direct import DirectRoute
 from app.api.inference import EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body, pixels_schema
@@ -172,7 +172,9 @@ PREDICT_BODY = json_request_body(
 )
 async def predict(request: Request, name: str, version: str | None = None) -> Response:
     core = InferenceCore.for_request(request, name, version)
-    body = parse_body(await request.body(), PredictRequest)
+    raw = await core.read_body(request, core.caps.json)
+    body = await core.parse_json(raw, PredictRequest)
+    del raw  # the parsed form is what is used from here
     rows = body.instances is not None
     items = _unwrap(body.instances if rows else body.inputs)
     if not isinstance(items, list):

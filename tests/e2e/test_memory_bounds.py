@@ -1,0 +1,223 @@
+"""Memory bounded by design: 16 concurrent maximum-size requests on every route of the real
+server (the shipped model, default settings) keep its peak RSS under 1 GiB, and every answer is
+a documented status (200, 400, 413, 503 with ``Retry-After``), never a dropped connection.
+
+The requests are the largest each route accepts under the default limits: a multipart upload of
+``max_files`` noise PNGs filling the request cap, a raw PNG of ``max_upload_bytes``, a raw PNG
+of nearly ``max_image_pixels`` pixels (a small file that decodes large), the Open Inference
+Protocol with base64 images, with binary tensors and with a request-cap's worth of JSON numbers,
+and TensorFlow Serving's REST API with base64 images and with JSON numbers. The peak is the
+server process's VmHWM, read after all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import struct
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from tests.helpers import ROOT, Server
+
+CONCURRENT = 16
+PEAK_LIMIT_MIB = 1024
+MODEL_DIR = ROOT / "models" / "cifar10-resnet50"
+
+
+def noise_png(nbytes: int, seed: int = 0) -> bytes:
+    """A PNG of random RGB pixels of about ``nbytes`` (noise does not compress)."""
+    side = int((nbytes / 3) ** 0.5)
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    assert len(data) <= nbytes, (len(data), nbytes)
+    return data
+
+
+def flat_png(pixels: int, gray16: bool = False) -> bytes:
+    """A PNG of one colour with nearly ``pixels`` pixels: a few hundred KB that decode large
+    (RGB, or 16-bit gray, which takes the most memory per pixel to bring to RGB)."""
+    side = int(pixels**0.5)
+    row = b"\x00" + (b"\x80\x40" if gray16 else b"\x80\x40\x20") * side
+    idat = zlib.compress(row * side, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 16 if gray16 else 8, 0 if gray16 else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def requests_at_the_limits(settings: Settings, name: str) -> dict[str, dict]:
+    """The largest request each route accepts, as ``httpx`` keyword arguments."""
+    cap, files = settings.max_request_bytes, settings.max_files
+    per_file = min(settings.max_upload_bytes, (cap - 64 * 1024) // files - 1024)
+    png = noise_png(per_file)
+    per_b64 = min(settings.max_upload_bytes, ((cap - 64 * 1024) // files - 64) * 3 // 4)
+    b64 = base64.b64encode(noise_png(per_b64, seed=1)).decode()
+    boundary = "memory-bounds"
+    multipart = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n'
+            "Content-Type: image/png\r\n\r\n".encode()
+            + png
+            + b"\r\n"
+            for i in range(files)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [files],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": files * (4 + len(png))},
+                }
+            ]
+        }
+    ).encode()
+    binary = header + b"".join(struct.pack("<I", len(png)) + png for _ in range(files))
+    zeros = (cap - 1024) // 2  # "0," per number: the most values a capped body can hold
+    numbers = b"[" + b"0," * (zeros - 1) + b"0]"
+    v2 = f"/v2/models/{name}/infer"
+    v1 = f"/v1/models/{name}:predict"
+    json_type = {"content-type": "application/json"}
+    return {
+        "multipart": {
+            "url": "/predict",
+            "content": multipart,
+            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+        },
+        "raw file": {
+            "url": "/predict",
+            "content": noise_png(settings.max_upload_bytes, seed=2),
+            "headers": {"content-type": "image/png"},
+        },
+        "raw pixels": {
+            "url": "/predict",
+            "content": flat_png(settings.max_image_pixels),
+            "headers": {"content-type": "image/png"},
+        },
+        "raw 16-bit pixels": {
+            "url": "/predict",
+            "content": flat_png(settings.max_image_pixels, gray16=True),
+            "headers": {"content-type": "image/png"},
+        },
+        "v2 base64": {
+            "url": v2,
+            "headers": json_type,
+            "content": json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "shape": [files],
+                            "datatype": "BYTES",
+                            "data": [b64] * files,
+                        }
+                    ]
+                }
+            ).encode(),
+        },
+        "v2 binary": {
+            "url": v2,
+            "content": binary,
+            "headers": {
+                "content-type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+        },
+        "v2 numbers": {
+            "url": v2,
+            "headers": json_type,
+            "content": (
+                b'{"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "UINT8", '
+                b'"data": ' + numbers + b"}]}"
+            ),
+        },
+        "v1 base64": {
+            "url": v1,
+            "headers": json_type,
+            "content": json.dumps({"instances": [{"b64": b64}] * files}).encode(),
+        },
+        "v1 numbers": {
+            "url": v1,
+            "headers": json_type,
+            "content": b'{"instances": [' + numbers + b"]}",
+        },
+    }
+
+
+def vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def _hammer(base: str, request: dict) -> tuple[Counter, list[str], int]:
+    statuses: Counter = Counter()
+    failures: list[str] = []
+    missing_retry_after = 0
+    limits = httpx.Limits(max_connections=CONCURRENT)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=300) as client:
+
+        async def one() -> None:
+            nonlocal missing_retry_after
+            try:
+                r = await client.post(**request)
+            except httpx.TransportError as exc:  # reset, closed, timed out: a lost request
+                failures.append(repr(exc))
+                return
+            statuses[r.status_code] += 1
+            if r.status_code == 503 and "retry-after" not in r.headers:
+                missing_retry_after += 1
+
+        await asyncio.gather(*(one() for _ in range(CONCURRENT)))
+    return statuses, failures, missing_retry_after
+
+
+@pytest.fixture(scope="module")
+def shipped_server():
+    if not (MODEL_DIR / "4" / "saved_model.pb").is_file():
+        pytest.skip("the shipped model is not in models/")
+    server = Server(MODEL_DIR)
+    server.wait_ready(timeout=300)
+    yield server
+    server.stop()
+
+
+def test_concurrent_maximum_size_requests_on_every_route_keep_memory_bounded(shipped_server):
+    server = shipped_server
+    settings = Settings()  # the defaults the server runs with
+    name = httpx.get(f"{server.base}/model", timeout=30).json()["name"]
+    before = vm_hwm_mib(server.proc.pid)
+    results, peaks = {}, {}
+    for route, request in requests_at_the_limits(settings, name).items():
+        results[route] = asyncio.run(_hammer(server.base, request))
+        peaks[route] = round(vm_hwm_mib(server.proc.pid))  # the peak so far
+    peak = vm_hwm_mib(server.proc.pid)
+    report = {route: dict(statuses) for route, (statuses, _, _) in results.items()}
+    print(f"peak RSS {before:.0f} -> {peak:.0f} MiB (after each route: {peaks}); answers {report}")
+    for route, (statuses, failures, missing_retry_after) in results.items():
+        assert not failures, (route, failures[:3])
+        assert set(statuses) <= {200, 400, 413, 503}, (route, statuses)
+        assert missing_retry_after == 0, route
+    assert results["multipart"][0][200] > 0 and results["v2 binary"][0][200] > 0
+    assert peak < PEAK_LIMIT_MIB, f"peak RSS {peak:.0f} MiB; answers {report}"
+    assert httpx.get(f"{server.base}/health/ready", timeout=30).status_code == 200
