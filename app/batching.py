@@ -216,14 +216,24 @@ class MicroBatcher:
                 self._changed.notify()  # one idle thread is enough
         if timeout is None:
             return await future
+        # A timer, not asyncio.wait_for (which wraps the wait in a task of its own): the
+        # request's future fails at the deadline, and a batch skips a future already done.
+        expiry = self._loop.call_later(timeout, self._expire, future, timeout)
         try:
-            return await asyncio.wait_for(future, timeout)  # cancels it: the batch skips it
-        except TimeoutError:
-            if self._metrics:
-                self._metrics.timeouts.inc()
-            raise InferenceTimeoutError(
+            return await future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, future: asyncio.Future, timeout: float) -> None:
+        if future.done():
+            return
+        if self._metrics:
+            self._metrics.timeouts.inc()
+        future.set_exception(
+            InferenceTimeoutError(
                 f"the model did not compute the request within {timeout:g} s; retry later"
-            ) from None
+            )
+        )
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new work, finish what is queued (within ``timeout``), stop the threads."""

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="The path prefix a proxy serves the app under and strips (e.g. /api): "
         "links and the OpenAPI document name it (uvicorn's --root-path).",
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (a span, metrics and logs per request, where "
+        "an OpenTelemetry SDK is configured); off: it costs every request its check.",
+    )
     log_level: str = Field("info")
     host: str = Field("0.0.0.0")
     port: int = Field(8000, ge=1, le=65535)

@@ -83,7 +83,7 @@ def served_model(
 class InferenceCore:
     """One request's way to the model: ``classify`` images, raw or encoded."""
 
-    __slots__ = ("settings", "model", "batcher", "metrics", "pinned", "pixels_budget")
+    __slots__ = ("settings", "model", "batcher", "metrics", "pinned", "pixels_budget", "caps")
 
     def __init__(
         self,
@@ -93,10 +93,12 @@ class InferenceCore:
         metrics: Metrics,
         pinned: bool = False,
         pixels_budget: PixelBudget | None = None,
+        caps: RouteCaps | None = None,
     ) -> None:
         self.settings, self.model, self.batcher, self.metrics = settings, model, batcher, metrics
         self.pinned = pinned  # the request named the version: only that version may answer
         self.pixels_budget = pixels_budget  # large decodes wait for their turn in it
+        self.caps = caps or RouteCaps.from_settings(settings)  # each route's body cap
 
     @classmethod
     def for_request(
@@ -116,11 +118,8 @@ class InferenceCore:
             state.metrics,
             version is not None,
             state.pixels_budget,
+            state.route_caps,
         )
-
-    @property
-    def caps(self) -> RouteCaps:
-        return RouteCaps.from_settings(self.settings)
 
     async def read_body(self, request: Request, cap: int) -> bytes:
         """The body, at most ``cap`` bytes (``app.limits.read_body``)."""
