@@ -34,6 +34,10 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# A model call running this many times the stall limit is taken for hung: liveness fails, so
+# that an orchestrator restarts the process (readiness failed long before).
+HUNG_STALLS = 4
+
 
 class QueueFullError(Exception):
     """More images are waiting than the queue limit allows; the client should retry."""
@@ -173,11 +177,25 @@ class MicroBatcher:
                 return self._closed
             if self._alive == 0:
                 return "no inference thread is running"
+        running_for = self.longest_call_s()
+        if self.stall_s is not None and running_for > self.stall_s:
+            return f"a model call has been running for {running_for:.0f} s"
+        return None
+
+    def longest_call_s(self) -> float:
+        """How long the oldest model call running now has run (0: none runs)."""
+        with self._changed:
             oldest = min(self._calls.values(), default=None)
-        if self.stall_s is not None and oldest is not None:
-            running_for = time.perf_counter() - oldest
-            if running_for > self.stall_s:
-                return f"a model call has been running for {running_for:.0f} s"
+        return 0.0 if oldest is None else time.perf_counter() - oldest
+
+    def hung(self) -> str | None:
+        """Why the process should be restarted (``None``: it should not): every inference
+        thread stopped, or a model call has run for ``HUNG_STALLS`` times ``stall_s``."""
+        if self.dead:
+            return self.dead
+        running_for = self.longest_call_s()
+        if self.stall_s is not None and running_for > HUNG_STALLS * self.stall_s:
+            return f"a model call has been running for {running_for:.0f} s"
         return None
 
     def swap(self, predict: Callable[[np.ndarray], np.ndarray], tag: object = None) -> None:

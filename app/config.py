@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         0.0,
         ge=0,
         description="Poll the model folder every N seconds and swap in a newer version without "
-        "downtime (0: off; ignored with a pinned version).",
+        "downtime (0: off; not with a pinned version).",
     )
     runtime: Literal["auto", "openvino", "tensorflow"] = Field(
         "auto", description="Inference runtime; auto: OpenVINO where it is installed."
@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "answer). Peak memory grows by about three times this under a flood of large bodies.",
     )
     max_files: int = Field(32, ge=1, description="Images per request (field 'files').")
+    body_grace_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body must arrive within this many seconds plus one per MiB; "
+        "beyond it 408 and its share of the body budget is freed (slow or idle senders).",
+    )
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Refuse larger declared dimensions before decoding."
     )

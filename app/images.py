@@ -42,10 +42,10 @@ ACCEPTED_MEDIA_TYPES = ", ".join(
 
 
 def _to_rgb_or_gray(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit RGB, or 8-bit gray ("L") where it has no colour: gray is resized
-    before it becomes RGB (the same pixels as resizing its three equal channels, a third of
-    the memory). 16-bit and 32-bit integer images are scaled in integers, in place: a float64
-    copy of a 40-megapixel image would take 320 MB."""
+    """``img`` as 8-bit RGB (transparency composited on white), or 8-bit gray ("L") where it
+    has no colour: gray is resized before it becomes RGB (the same pixels as resizing its three
+    equal channels, a third of the memory). 16-bit and 32-bit integer images are scaled in
+    integers, in place: a float64 copy of a 40-megapixel image would take 320 MB."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.array(img)  # uint16 or int32, writable
         scale = 257 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 1
@@ -59,10 +59,11 @@ def _to_rgb_or_gray(img: Image.Image) -> Image.Image:
         peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
         return Image.fromarray(np.clip(arr / peak * 255, 0, 255).astype(np.uint8), "L")
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if has_alpha:  # on white, pasted through its own alpha: one RGB copy, no RGBA composite
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba)
+        return rgb
     return img if img.mode in ("RGB", "L") else img.convert("RGB")
 
 

@@ -6,9 +6,12 @@ budget of body bytes held at once.
 cut off with 413. Every body's bytes are reserved from one budget, ``max_buffered_bytes`` for
 all requests together, from its declared length (or chunk by chunk as it streams), and released
 when its request ends: a body the budget cannot hold now is read and discarded (so that the
-client, still sending, sees the answer instead of a reset connection) and answered 503
-``overloaded`` with ``Retry-After``. Bodies are what a request's memory grows with (the body,
-its parsed form, the decoded files), so the budget bounds the memory of a flood of large
+client, still sending, sees the answer instead of a reset connection; not when it waits for
+``100 Continue``) and answered 503 ``overloaded`` with ``Retry-After``; a chunked body that
+streams past the budget is answered 503 unread. A body must arrive within a grace
+(``body_grace_s``) plus one second per ``MIN_BODY_BYTES_PER_S``: a slow or idle sender is
+answered 408 and its reservation released. Bodies are what a request's memory grows with (the
+body, its parsed form, the decoded files), so the budget bounds the memory of a flood of large
 requests; ``tests/e2e/test_memory_bounds.py`` measures it.
 
 ``PixelBudget`` bounds the other thing a request's memory grows with: the pixels of the images
@@ -22,6 +25,8 @@ the cap.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +44,10 @@ from app.metrics import Metrics
 PART_OVERHEAD = 1024
 BODY_OVERHEAD = 64 * 1024
 MAX_LENGTH_DIGITS = 18
+# A body must arrive within a grace (``body_grace_s``) and then at this rate, or the request is
+# answered 408 and its share of the budget freed: a client that declares a large body and sends
+# it slowly, or never, holds the budget that long at most.
+MIN_BODY_BYTES_PER_S = 1024 * 1024
 
 
 def declared_length(value: bytes | str | None) -> int | None:
@@ -124,27 +133,41 @@ def overloaded(budget: BodyBudget) -> APIError:
 
 
 class BodyLimitMiddleware:
-    """The request cap and the body budget, for every request (see the module docstring)."""
+    """The request cap, the body budget and the body's deadline, for every request (see the
+    module docstring)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget) -> None:
-        self.app, self.max_bytes, self.budget = app, max_bytes, budget
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, budget: BodyBudget, grace_s: float = 10.0
+    ) -> None:
+        self.app, self.max_bytes, self.budget, self.grace_s = app, max_bytes, budget, grace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = declared_length(dict(scope["headers"]).get(b"content-length"))
+        headers = dict(scope["headers"])
+        declared = declared_length(headers.get(b"content-length"))
         if declared is not None and declared > self.max_bytes:
             await self._answer(too_large(self.max_bytes), scope, receive, send)
             return
+        if declared == 0:  # no body to bound
+            await self.app(scope, receive, send)
+            return
+        expected = self.max_bytes if declared is None else declared
+        deadline = asyncio.get_running_loop().time() + self.body_seconds(expected)
         held = 0
-        if declared:
+        if declared is not None:
             if not self.budget.reserve(declared):
-                await _drain(receive, declared)
+                if headers.get(b"expect", b"").lower() != b"100-continue":
+                    # read it first: a client still sending would see a reset, not the answer
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout_at(deadline):
+                            await _drain(receive, declared)
                 await self._answer(overloaded(self.budget), scope, receive, send)
                 return
             held = declared
         received = 0
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal received, held
@@ -157,12 +180,37 @@ class BodyLimitMiddleware:
                     if not self.budget.reserve(received - held):
                         raise overloaded(self.budget)
                     held = received
+                if not message.get("more_body", False):
+                    body_deadline.reschedule(None)  # all of it arrived in time
             return message
 
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            async with asyncio.timeout_at(deadline) as body_deadline:
+                await self.app(scope, limited_receive, send_started)
+        except TimeoutError:  # the body did not arrive in time: whatever waited for it stopped
+            if not body_deadline.expired():
+                raise  # a timeout of something else
+            if not started:
+                await self._answer(self.too_slow(expected), scope, receive, send)
         finally:
             self.budget.release(held)
+
+    def body_seconds(self, size: int) -> float:
+        """How long a body of ``size`` bytes may take to arrive: the grace, then the rate."""
+        return self.grace_s + size / MIN_BODY_BYTES_PER_S
+
+    def too_slow(self, size: int) -> APIError:
+        return APIError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {self.body_seconds(size):.0f} s "
+            f"({self.grace_s:g} s, then at least {MIN_BODY_BYTES_PER_S // 1024} KiB/s)",
+        )
 
     async def _answer(self, error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
         body = error_body(error.code, error.message, scope)

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
         app.state.model, app.state.batcher = loaded, batcher
         reload_task = None
-        if settings.model_poll_s > 0 and settings.model_version is None:
+        if settings.model_poll_s > 0:  # (never with a pinned version: the settings refuse it)
             app.state.reloader = ModelReloader(app.state, settings, metrics)
             reload_task = asyncio.create_task(app.state.reloader.run())
         loop = asyncio.get_running_loop()
@@ -155,7 +155,10 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
     app.openapi = openapi
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_request_bytes, budget=app.state.body_budget
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        budget=app.state.body_budget,
+        grace_s=settings.body_grace_s,
     )
     app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status

@@ -89,7 +89,11 @@ def resolve_version_dir(model_dir: Path, version: int | None) -> Path:
             raise ModelLoadError(f"{path}: pinned model version not found")
         return path
     versions = sorted(
-        (int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+        (
+            int(p.name)
+            for p in model_dir.iterdir()
+            if p.is_dir() and p.name.isascii() and p.name.isdigit()
+        ),
         reverse=True,
     )
     if not versions:

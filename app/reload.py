@@ -34,7 +34,11 @@ class ReloadFailure:
 
 
 def newest_version(model_dir: Path) -> int | None:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = [
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    ]
     return max(versions, default=None)
 
 

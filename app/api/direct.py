@@ -53,6 +53,8 @@ def add_routes(app: FastAPI, routers: list[APIRouter]) -> None:
     """Every router's routes on ``app``: the direct routes first in its own router (the
     routes, not a copy; the OpenAPI document and the metrics see them as any route), every
     other router included as FastAPI does it."""
+    if app.router.dependencies:
+        raise ValueError("the app's dependencies would not run for its direct routes")
     direct = [r for router in routers for r in router.routes if isinstance(r, DirectRoute)]
     app.router.routes[:0] = direct
     for router in routers:

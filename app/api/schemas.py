@@ -42,7 +42,9 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="'ok', or 'dead' when no inference thread is left.")
+    status: str = Field(
+        description="'ok', or 'dead' when no inference thread is left or a model call hangs."
+    )
     detail: str | None = None
 
 

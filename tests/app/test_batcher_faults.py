@@ -73,7 +73,7 @@ def test_a_dead_inference_thread_fails_its_batch_refuses_work_and_is_reported():
         b = MicroBatcher(killed, max_batch_size=4, max_wait_s=0, queue_limit=10, metrics=metrics)
         b.start()
         await b.ready.wait()
-        alive_before = metrics.inference_threads._value.get()
+        alive_before = metrics.registry.get_sample_value("inference_threads_alive")
         try:
             with pytest.raises(InferenceFailedError):
                 await asyncio.wait_for(b.submit(one()), 5)
@@ -85,7 +85,7 @@ def test_a_dead_inference_thread_fails_its_batch_refuses_work_and_is_reported():
             await b.close(timeout=1)
 
     alive_before, refused, health, dead = run(scenario())
-    assert alive_before == 1 and metrics.inference_threads._value.get() == 0
+    assert alive_before == 1 and metrics.registry.get_sample_value("inference_threads_alive") == 0
     assert refused == health == dead == "no inference thread is running"
 
 
@@ -96,14 +96,18 @@ def test_a_stalled_model_times_requests_out_and_is_reported():
         async with running(model, max_batch_size=4, max_wait_s=0, queue_limit=10, stall_s=0.2) as b:
             with pytest.raises(InferenceTimeoutError, match="within 0.3 s"):
                 await b.submit_tagged(one(), timeout=0.3)
-            stalled = b.health()
+            stalled, alive = b.health(), b.hung()
+            await asyncio.sleep(4 * 0.2)  # four times the stall limit: hung
+            hung = b.hung()
             model.gate.set()
             await asyncio.wait_for(b.submit(one()), 5)
-            return stalled, b.health()
+            return stalled, alive, hung, b.health(), b.hung()
 
-    stalled, recovered = run(scenario())
+    stalled, alive, hung, recovered, alive_again = run(scenario())
     assert stalled is not None and "model call has been running" in stalled
-    assert recovered is None
+    assert alive is None  # not ready, but not yet taken for hung
+    assert hung is not None and "model call has been running" in hung
+    assert recovered is None and alive_again is None
 
 
 def test_no_model_call_exceeds_max_batch_size():

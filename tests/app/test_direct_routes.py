@@ -49,6 +49,15 @@ def test_a_direct_route_refuses_dependencies_it_would_not_run():
         router.post("/x/{name}", dependencies=[Depends(lambda: None)])(needs_a_key)
 
 
+def test_app_dependencies_that_direct_routes_would_skip_are_refused():
+    from fastapi import FastAPI
+
+    from app.api.direct import add_routes
+
+    with pytest.raises(ValueError, match="would not run"):
+        add_routes(FastAPI(dependencies=[Depends(lambda: None)]), routers)
+
+
 @pytest.mark.parametrize(
     "url,route,body",
     [

@@ -65,3 +65,14 @@ def test_serve_command_exits_nonzero_with_one_line(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: model directory not found"
+
+
+def test_a_folder_named_with_a_unicode_digit_is_not_a_version(tmp_path):
+    """``str.isdigit`` accepts "²", which ``int`` refuses: such a folder is skipped, not a
+    ``ValueError`` (in the loader and in the reloader's poll)."""
+    from app.reload import newest_version
+
+    for name in ("2", "10", "²", "٣"):
+        (tmp_path / name).mkdir()
+    assert resolve_version_dir(tmp_path, None).name == "10"
+    assert newest_version(tmp_path) == 10

@@ -307,6 +307,35 @@ def test_api_keys_guard_every_inference_route_and_the_model_card(tiny_model_root
         assert str(tiny_model_root) not in json.dumps(card)  # no path of the serving host
 
 
+def test_the_model_card_names_no_absolute_path(tiny_model_root, tmp_path):
+    """Paths of the machine that made the model (its data and run folders) are cut to their
+    last component in both cards; API paths and relative paths stay."""
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(tiny_model_root, root)
+    card_path = root / "1" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["data"] = {"source": "/var/tmp/cifar10-data/cifar-10-batches-py"}
+    card["reproduce"] = {
+        "train": "cifar10-model train --data /root/data/cifar --run-dir /var/tmp/runs/v9",
+        "serve": "curl http://localhost:8000/v2/models/tiny/infer; ls models/tiny/1",
+    }
+    card_path.write_text(json.dumps(card))
+    readme = root / "1" / "README.md"
+    readme.write_text(readme.read_text() + "\nTrained from `/home/ml/cifar10-data` on /tmp/x.\n")
+    with TestClient(create_app(make_settings(root))) as client:
+        wait_ready(client)
+        served = client.get("/model").json()
+        text = client.get("/model/card").text
+    assert served["data"]["source"] == "cifar-10-batches-py"
+    assert served["reproduce"]["train"] == "cifar10-model train --data cifar --run-dir v9"
+    assert served["reproduce"]["serve"] == card["reproduce"]["serve"]  # nothing to cut there
+    assert "Trained from `cifar10-data` on x." in text
+    for answer in (json.dumps(served), text):
+        assert not re.search(r"(?<![\w:/])/(var|root|home|tmp)/", answer), answer
+
+
 def test_without_api_keys_nothing_asks_for_one(client):
     r = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
     assert r.status_code == 200

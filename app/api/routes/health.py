@@ -15,12 +15,18 @@ router = APIRouter(tags=["operations"])
     response_model=Health,
     response_model_exclude_none=True,
     summary="Liveness: the process is up and can still serve",
-    responses={503: {"model": Health, "description": "No inference thread is left; restart."}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "No inference thread is left, or a model call has run for four times "
+            "the request timeout: restart.",
+        }
+    },
 )
 async def health(request: Request):
     batcher = getattr(request.app.state, "batcher", None)
-    if batcher is not None and batcher.dead:
-        return JSONResponse({"status": "dead", "detail": batcher.dead}, status_code=503)
+    if batcher is not None and (problem := batcher.hung()):
+        return JSONResponse({"status": "dead", "detail": problem}, status_code=503)
     return Health(status="ok")
 
 

@@ -74,7 +74,7 @@ async def server_metadata(request: Request) -> dict:
 @operations.get("/health/live", summary="Liveness")
 async def live(request: Request) -> Response:
     batcher = getattr(request.app.state, "batcher", None)
-    is_live = batcher is None or not batcher.dead
+    is_live = batcher is None or batcher.hung() is None
     return JSONResponse({"live": is_live}, status_code=200 if is_live else 503)
 
 
