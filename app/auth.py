@@ -74,11 +74,16 @@ def add_security_to_openapi(schema: dict) -> dict:
     """Declare both key schemes and require one on every protected operation, so that
     Swagger UI's Authorize button sends the key with "Try it out"."""
     schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-    unauthorized = {
-        "description": "No API key, or not a valid one.",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    }
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
+        error = "ProtocolError" if path.startswith(("/v1", "/v2")) else "ErrorResponse"
+        unauthorized = {
+            "description": "No API key, or not a valid one.",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{error}"}}},
+            "headers": {
+                "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}},
+                "X-Request-ID": {"description": "The request's id.", "schema": {"type": "string"}},
+            },
+        }
         for operation in operations.values():
             if PROTECTED_TAGS & set(operation.get("tags", [])):
                 operation["security"] = [{"BearerAuth": []}, {"APIKeyHeader": []}]

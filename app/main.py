@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.direct import add_routes
 from app.api.main import routers
 from app.api.openapi import complete as complete_openapi
+from app.api.openapi import document_responses
 from app.auth import APIKeys, add_security_to_openapi, parse_keys
 from app.batching import MicroBatcher
 from app.config import Settings, get_settings
@@ -143,7 +144,10 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         """A page to try the model: choose or drop an image, see the top classes as bars."""
         return HTMLResponse(demo_page)
 
-    plain_openapi = app.openapi  # FastAPI's, generated once from the routes
+    fastapi_openapi = app.openapi  # FastAPI's, generated once from the routes
+
+    def plain_openapi() -> dict:
+        return document_responses(fastapi_openapi())
 
     def openapi() -> dict:
         """The routes' document, completed with the served model and the limits (and the key

@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
-from app.api.decoding import InvalidInputError, decode_base64, pixel_array
+from app.api.decoding import InvalidInputError, decode_base64, pixel_array, refuse_nulls
 from app.api.direct import DirectRoute
 from app.api.inference import Classified, EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body
@@ -104,9 +104,11 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
 
 
 class _Body(BaseModel):
-    # Strict: a shape of 1.0 or true, a "yes" for a boolean, are errors, not guesses.
-    # Unknown keys are ignored, as the protocol allows extensions.
+    # Strict: a shape of 1.0 or true, a "yes" for a boolean, a null for an optional key, are
+    # errors, not guesses. Unknown keys are ignored, as the protocol allows extensions.
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    _no_nulls = model_validator(mode="before")(refuse_nulls)
 
 
 class TensorParameters(_Body):
@@ -151,7 +153,6 @@ def infer_body(h: int, w: int) -> dict:
         return {
             "type": "object",
             "required": ["name", "shape", "datatype", "data"],
-            "additionalProperties": False,
             "properties": {
                 "name": {"const": INPUT},
                 "datatype": {"const": datatype},
@@ -168,12 +169,10 @@ def infer_body(h: int, w: int) -> dict:
     output = {
         "type": "object",
         "required": ["name"],
-        "additionalProperties": False,
         "properties": {
             "name": {"enum": list(OUTPUTS)},
             "parameters": {
                 "type": "object",
-                "additionalProperties": False,
                 "properties": {"binary_data": {"type": "boolean"}},
             },
         },
@@ -181,10 +180,10 @@ def infer_body(h: int, w: int) -> dict:
     return {
         "type": "object",
         "required": ["inputs"],
-        "additionalProperties": False,
         "description": "The schema describes one image per request (shape [1], or [1, h, w, 3]); "
         "the server also takes N images (shape [N] or [N, h, w, 3]) up to the images-per-request "
-        "limit, and Triton's binary tensor extension.",
+        "limit, and Triton's binary tensor extension. Keys the protocol does not define are "
+        "ignored, as its extensions (parameters) may carry anything.",
         "properties": {
             "id": {"type": "string"},
             "inputs": {
@@ -196,7 +195,6 @@ def infer_body(h: int, w: int) -> dict:
             "outputs": {"type": "array", "items": output},
             "parameters": {
                 "type": "object",
-                "additionalProperties": False,
                 "properties": {"binary_data_output": {"type": "boolean"}},
             },
         },

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from app.api.decoding import InvalidInputError, decode_base64, pixel_array
+from app.api.decoding import InvalidInputError, decode_base64, pixel_array, refuse_nulls
 from app.api.direct import DirectRoute
 from app.api.inference import EncodedImage, InferenceCore, served_model
 from app.api.protocol import DEFAULT_INPUT_SIZE, IMAGE_BASE64, json_request_body, pixels_schema
@@ -109,6 +109,8 @@ class PredictRequest(BaseModel):
     signature_name: Literal["serving_default"] = "serving_default"
     instances: list[Any] | None = None
     inputs: list[Any] | dict[str, Any] | None = None
+
+    _no_nulls = model_validator(mode="before")(refuse_nulls)
 
     @model_validator(mode="after")
     def _rows_or_columns(self) -> PredictRequest:
