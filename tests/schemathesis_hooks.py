@@ -65,3 +65,49 @@ def filter_case(context, case) -> bool:
     if case.operation.path == "/predict" and isinstance(case.body, dict):
         return "file" in case.body and "files" not in case.body
     return True
+
+
+SAMPLE_B64 = [base64.b64encode(p.read_bytes()).decode() for p in SAMPLES]
+
+
+def _is_image_b64(value: object) -> bool:
+    try:
+        return base64.b64decode(value, validate=True).startswith(b"\x89PNG")
+    except (TypeError, ValueError):
+        return False
+
+
+def _real_images(value: object) -> object:
+    """``value`` (a JSON body) with every base64 image that is not one made a real sample: in
+    an Open Inference Protocol ``BYTES`` tensor, and in TF Serving's ``{"b64": ...}``."""
+    if isinstance(value, dict):
+        if value.get("datatype") == "BYTES" and isinstance(value.get("data"), list):
+            return {
+                **value,
+                "data": [
+                    v if _is_image_b64(v) else SAMPLE_B64[i % len(SAMPLE_B64)]
+                    for i, v in enumerate(value["data"])
+                ],
+            }
+        if set(value) == {"b64"} and not _is_image_b64(value["b64"]):
+            return {"b64": SAMPLE_B64[0]}
+        return {k: _real_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_real_images(v) for v in value]
+    return value
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs) -> None:
+    """The coverage phase draws its values from the schema's bounds and patterns, not from the
+    image format above: a schema-valid base64 string such as "0000" is no image, which the
+    server must refuse (400). In a positive case (valid images mode) such strings become real
+    samples, so that a schema-valid request is one the server can accept."""
+    if os.environ.get("FUZZ_IMAGES") == "hostile" or case.meta is None:
+        return
+    if case.meta.generation.mode.name != "POSITIVE":
+        return
+    if case.media_type == "application/json" and isinstance(case.body, dict | list):
+        body = _real_images(case.body)
+        if body != case.body:  # an untouched case stays as generated
+            case.body = body

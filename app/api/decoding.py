@@ -45,12 +45,13 @@ def parse_body(body: bytes, model: type[Body]) -> Body:
         raise InvalidInputError(describe_validation_error(exc)) from None
 
 
-def refuse_nulls(value: object) -> object:
-    """A JSON object's keys must not be ``null`` where the protocol defines them (an optional
-    key is left out, not null): the document says so, and a null guessed as absent would accept
-    what the schema refuses. For a pydantic ``model_validator(mode="before")``."""
+def refuse_nulls(value: object, keys) -> object:
+    """A JSON object's ``keys`` (those the protocol defines) must not be ``null``: an optional
+    key is left out, not null. The document says so, and a null guessed as absent would accept
+    what the schema refuses; other keys are the protocol's to ignore, null or not. For a
+    pydantic ``model_validator(mode="before")``."""
     if isinstance(value, dict):
-        nulls = sorted(k for k, v in value.items() if v is None)
+        nulls = sorted(k for k, v in value.items() if v is None and k in keys)
         if nulls:
             raise ValueError(f"{', '.join(repr(k) for k in nulls)}: leave the key out, not null")
     return value

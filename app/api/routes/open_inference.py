@@ -108,7 +108,10 @@ class _Body(BaseModel):
     # errors, not guesses. Unknown keys are ignored, as the protocol allows extensions.
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    _no_nulls = model_validator(mode="before")(refuse_nulls)
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, value: object) -> object:
+        return refuse_nulls(value, cls.model_fields)
 
 
 class TensorParameters(_Body):

@@ -110,7 +110,10 @@ class PredictRequest(BaseModel):
     instances: list[Any] | None = None
     inputs: list[Any] | dict[str, Any] | None = None
 
-    _no_nulls = model_validator(mode="before")(refuse_nulls)
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, value: object) -> object:
+        return refuse_nulls(value, cls.model_fields)
 
     @model_validator(mode="after")
     def _rows_or_columns(self) -> PredictRequest:
