@@ -1,7 +1,10 @@
 # CPU image of the CIFAR-10 classifier API. Build: docker build -t cifar10-api .
 # It serves with OpenVINO (no TensorFlow, no training code); for the TensorFlow runtime install
 # the "tensorflow" extra instead: pip install ".[tensorflow]" and CIFAR10_RUNTIME=tensorflow.
-FROM python:3.11-slim-bookworm
+# The base is a build argument so that machines which cannot pull it can name a stand-in with
+# `python` and `pip` on the PATH (deploy/podman_build.sh builds one from Debian's packages).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -23,7 +26,7 @@ RUN pip install .  && pip uninstall -y cifar10-resnet50-service
 COPY app app
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 appuser
-COPY --chown=appuser:appuser models models
+COPY models models
 
 USER appuser
 EXPOSE 8000

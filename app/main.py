@@ -173,6 +173,8 @@ def run(argv: list[str] | None = None) -> None:
     """``cifar10-serve``: load the model (one-line error if unusable), then serve with uvicorn."""
     import uvicorn
 
+    from app.graceful import GracefulServer
+
     parser = argparse.ArgumentParser(
         prog="cifar10-serve",
         description="Serve the CIFAR-10 model over HTTP. "
@@ -215,7 +217,7 @@ def run(argv: list[str] | None = None) -> None:
     log.info("CPU: %s", cpu_report())
     app = create_app(settings, model)
     del model  # the app holds it, and lets go of it when a reload swaps in another version
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -227,3 +229,10 @@ def run(argv: list[str] | None = None) -> None:
         timeout_keep_alive=settings.keep_alive_s,
         root_path=settings.root_path,
     )
+    server = GracefulServer(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the port could not be bound

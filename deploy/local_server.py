@@ -1,6 +1,6 @@
 """Helpers for scripts that run the real server on this machine (standard library only).
 
-Used by ``benchmarks/serving.py``, ``deploy/dockerfile_smoke.py`` and the end-to-end tests.
+Used by ``benchmarks/serving.py`` and the end-to-end tests.
 """
 
 from __future__ import annotations

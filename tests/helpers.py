@@ -3,6 +3,7 @@ settings, a tiny training configuration, and the real server as a subprocess."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -242,3 +244,57 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+
+
+def one_request(port: int, body: bytes, content_type: str, path: str = "/predict") -> str:
+    """One POST on a new connection: the status as text; ``refused`` when no connection was made
+    (nothing listening); ``lost: ...`` when a connection was made but no answer came."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.connect()
+    except OSError:
+        return "refused"
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        response.read()
+        return str(response.status)
+    except (OSError, http.client.HTTPException) as exc:
+        return f"lost: {exc!r}"
+    finally:
+        conn.close()
+
+
+class Load:
+    """``clients`` threads, each sending one request per new connection until ``stop()``: what a
+    stop under load does to requests (``outcomes``: see ``one_request``)."""
+
+    def __init__(self, port: int, body: bytes, content_type: str, clients: int = 16):
+        self.outcomes: list[str] = []
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._args = (port, body, content_type)
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self) -> None:
+        while not self._stop.is_set():
+            outcome = one_request(*self._args)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if outcome == "refused":
+                time.sleep(0.05)
+
+    def wait_for(self, answers: int, timeout: float = 120) -> None:
+        until(lambda: sum(o.isdigit() for o in self.outcomes) >= answers, timeout)
+
+    def stop(self) -> dict[str, list[str]]:
+        """Stops the clients; the outcomes as ``answered``, ``lost`` and ``refused``."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=70)
+        return {
+            "answered": [o for o in self.outcomes if o.isdigit()],
+            "lost": [o for o in self.outcomes if o.startswith("lost")],
+            "refused": [o for o in self.outcomes if o == "refused"],
+        }
