@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the API image with podman, on machines that cannot pull its base images.
 #
-#   deploy/podman_build.sh standins      # stand-ins for the base images, from Debian's packages
-#   deploy/podman_build.sh api [TAG]     # the API image (default tag cifar10-api:latest)
+#   deploy/podman_build.sh standins        # stand-ins for the base images, from Debian's packages
+#   deploy/podman_build.sh api [TAG]       # the API image (default tag cifar10-api:latest)
+#   deploy/podman_build.sh wheelhouse DIR  # every wheel the image installs, for offline builds
 #
 # `standins` makes two local images, never under the upstream names:
 #   localhost/cifar10-standin-python:3.11-bookworm   for python:3.11-slim-bookworm
@@ -17,7 +18,9 @@
 # BASE_IMAGE as the build argument when it is set. Behind a TLS-inspecting proxy the build's
 # `pip install` must trust the proxy's CA: the host's bundle (CA_BUNDLE, by default
 # /etc/ssl/certs/ca-certificates.crt) is mounted read-only into the build with a pip.conf naming
-# it. Nothing of either lands in the image.
+# it. Nothing of either lands in the image. With WHEELHOUSE=DIR (made by `wheelhouse DIR` where
+# the index is reachable) the build has no network at all and pip installs from DIR alone.
+# NO_CACHE=1 builds every step again (a cached step would not show that it builds offline).
 #
 # On a machine whose kernel has the hybrid cgroup layout and low rlimits (CI's), podman needs
 #   export CONTAINERS_CONF=$PWD/deploy/podman/containers.conf
@@ -83,17 +86,37 @@ standins() {
 
 api() {
   local tag=${1:-cifar10-api:latest}
-  local args=(build --format docker --network host -t "$tag")
+  local args=(build --format docker -t "$tag")
   [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-  if [ -r "$CA_BUNDLE" ]; then
-    args+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro"
-      -v "$ROOT/deploy/podman/pip.conf:/etc/pip.conf:ro")
+  [ "${NO_CACHE:-0}" = 1 ] && args+=(--no-cache)
+  if [ -n "${WHEELHOUSE:-}" ]; then
+    # Offline: no network in the build at all; pip takes everything from the wheelhouse.
+    args+=(--network none -v "$(cd "$WHEELHOUSE" && pwd):/wheels:ro"
+      -v "$ROOT/deploy/podman/pip-offline.conf:/etc/pip.conf:ro")
+  else
+    args+=(--network host)
+    if [ -r "$CA_BUNDLE" ]; then
+      args+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro"
+        -v "$ROOT/deploy/podman/pip.conf:/etc/pip.conf:ro")
+    fi
   fi
   podman "${args[@]}" "$ROOT"
+}
+
+# Every wheel the image's `pip install` steps need (the project's own build backend included),
+# for WHEELHOUSE: run where the package index is reachable, with the image's Python (3.11).
+wheelhouse() {
+  local dest=${1:?wheelhouse DIR}
+  mkdir -p "$dest"
+  "${PYTHON:-python3}" -m pip download --quiet --only-binary=:all: --dest "$dest" \
+    "$ROOT" "setuptools>=69" wheel
+  rm -f "$dest"/cifar10_resnet50_service-*  # built from the source in the image, not taken
+  echo "$(ls "$dest" | wc -l) wheels in $dest"
 }
 
 case "${1:-}" in
   standins) standins ;;
   api) shift; api "$@" ;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  wheelhouse) shift; wheelhouse "$@" ;;
+  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

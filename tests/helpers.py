@@ -249,11 +249,12 @@ class Server:
 def one_request(port: int, body: bytes, content_type: str, path: str = "/predict") -> str:
     """One POST on a new connection: the status as text; ``refused`` when no connection was made
     (nothing listening); ``lost: ...`` when a connection was made but no answer came."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.connect()
+        conn.connect()  # refused, or no answer to the SYN (a container's forwarding, gone)
     except OSError:
         return "refused"
+    conn.sock.settimeout(60)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": content_type})
         response = conn.getresponse()

@@ -282,6 +282,54 @@ def test_stop_under_load_answers_every_connection_and_exits_0(image, report):
         c.remove()
 
 
+def test_image_builds_with_no_network_from_a_wheelhouse(image, tmp_path, report):
+    """``deploy/podman_build.sh wheelhouse`` where the index is reachable, then a build with
+    ``--network none`` (no step cached) that installs from it alone, and the image serves."""
+    script = str(ROOT / "deploy" / "podman_build.sh")
+    env = {**podman_env(), "PYTHON": sys.executable}
+    done = subprocess.run(
+        [script, "wheelhouse", str(tmp_path / "wheels")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    offline = f"{IMAGE}-offline"
+    started = time.monotonic()
+    done = subprocess.run(
+        [script, "api", offline],
+        env={
+            **env,
+            "BASE_IMAGE": PY_STANDIN,
+            "WHEELHOUSE": str(tmp_path / "wheels"),
+            "NO_CACHE": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # pip looked in the wheelhouse only, and fetched nothing (the build had no network).
+    assert "Looking in links: /wheels" in done.stdout and "Downloading" not in done.stdout
+    build_s = time.monotonic() - started
+    c = Container(offline)
+    try:
+        deadline = time.monotonic() + 180
+        while ready_status(c.base) != 200:
+            assert time.monotonic() < deadline and c.inspect("{{.State.Running}}") == "true"
+            time.sleep(0.2)
+        body, ctype = multipart_body(
+            "file", "ship.png", (ROOT / "samples" / "ship.png").read_bytes()
+        )
+        r = httpx.post(f"{c.base}/predict", content=body, headers={"Content-Type": ctype})
+        assert r.status_code == 200 and r.json()["label"] == "ship", r.text
+    finally:
+        c.remove()
+        podman("rmi", "-f", offline, check=False)
+    report(f"offline build from a wheelhouse, every step run: {build_s:.0f} s")
+
+
 # --- the compose stack ---------------------------------------------------------------------
 
 
