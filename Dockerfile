@@ -16,17 +16,17 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first (cached while only code or model change).
+# Dependencies first (cached while only code or model change), and the user it runs as.
 COPY pyproject.toml README.md ./
 COPY app/__init__.py app/__init__.py
-RUN pip install .  && pip uninstall -y cifar10-resnet50-service
-
-# Code (the serving package only), then the model served by default (override with a volume
-# on /app/models).
-COPY app app
-RUN pip install --no-deps . \
+RUN pip install .  && pip uninstall -y cifar10-resnet50-service \
     && useradd --create-home --uid 10001 appuser
+
+# The model served by default (override with a volume on /app/models), then the code (the
+# serving package only): a change of code leaves the model's layer as it was.
 COPY models models
+COPY app app
+RUN pip install --no-deps .
 
 USER appuser
 EXPOSE 8000

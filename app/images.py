@@ -67,6 +67,22 @@ def _to_rgb_or_gray(img: Image.Image) -> Image.Image:
     return img if img.mode in ("RGB", "L") else img.convert("RGB")
 
 
+# Images in formats this server does not read, known by their first bytes where Pillow does not
+# know them: answered as unsupported (415), as any other format outside the list, not as
+# "not an image" (400).
+_ISO_MEDIA_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """The name of an image format that Pillow cannot open here (SVG, HEIC/HEIF), or None."""
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head:
+        return "SVG"
+    if data[4:8] == b"ftyp":
+        return _ISO_MEDIA_BRANDS.get(data[8:12])
+    return None
+
+
 def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Image.Image:
     """Read one upload's header: the format must be accepted and the dimensions within
     ``max_pixels``. No pixel is decoded, so a decompression bomb costs nothing."""
@@ -78,6 +94,10 @@ def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Im
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
+        if (other := unsupported_format(data)) is not None:
+            raise UnsupportedImageTypeError(
+                f"{name}: {other} images are not supported; send {ACCEPTED_MEDIA_TYPES}"
+            ) from None
         raise InvalidImageError(f"{name}: not a recognisable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"{name}: unreadable image ({exc})") from None
@@ -88,7 +108,8 @@ def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Im
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
+            f"{name}: {width}x{height} is {width * height / 1e6:,.1f} megapixels, over the limit "
+            f"of {max_pixels / 1e6:,.1f} ({max_pixels:,} pixels)"
         )
     return img
 

@@ -60,8 +60,21 @@ def declared_length(value: bytes | str | None) -> int | None:
     return int(raw)
 
 
+def readable_bytes(n: int) -> str:
+    """``10485760`` -> ``"10 MiB (10,485,760 bytes)"``: a size people read, and the exact one."""
+    size, unit = float(n), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, next_unit
+    if unit == "bytes":
+        return f"{n:,} bytes"
+    shown = f"{size:.0f}" if size == int(size) else f"{size:.1f}"
+    return f"{shown} {unit} ({n:,} bytes)"
+
+
 def too_large(cap: int) -> APIError:
-    return APIError(413, "payload_too_large", f"request body larger than {cap} bytes")
+    return APIError(413, "payload_too_large", f"request body larger than {readable_bytes(cap)}")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.direct import add_routes
+from app.api.head import HeadAsGetMiddleware
 from app.api.main import routers
 from app.api.openapi import complete as complete_openapi
 from app.api.openapi import document_responses
@@ -37,6 +37,7 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 from app.reload import ModelReloader
 from app.safety_net import SafetyNetMiddleware
+from app.web import routes as web
 
 log = logging.getLogger("app")
 
@@ -45,7 +46,7 @@ TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False}
 DESCRIPTION = """
 Classifies an image into one of the 10 CIFAR-10 classes with a ResNet50.
 
-`curl -F file=@cat.png http://localhost:8000/predict`
+`curl -F file=@samples/ship.png http://localhost:8000/predict`
 
 Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
 """
@@ -135,14 +136,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     app.state.model = app.state.batcher = app.state.reloader = None
     app.state.preloaded = model
     install_error_handlers(app)
-    add_routes(app, routers)
-
-    demo_page = (Path(__file__).parent / "web" / "index.html").read_bytes()
-
-    @app.get("/", include_in_schema=False)
-    async def demo() -> HTMLResponse:
-        """A page to try the model: choose or drop an image, see the top classes as bars."""
-        return HTMLResponse(demo_page)
+    add_routes(app, [*routers, web.router])
 
     fastapi_openapi = app.openapi  # FastAPI's, generated once from the routes
 
@@ -158,6 +152,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return schema
 
     app.openapi = openapi
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: the metrics count the HEAD as sent
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,

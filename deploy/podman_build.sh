@@ -18,7 +18,8 @@
 # BASE_IMAGE as the build argument when it is set. Behind a TLS-inspecting proxy the build's
 # `pip install` must trust the proxy's CA: the host's bundle (CA_BUNDLE, by default
 # /etc/ssl/certs/ca-certificates.crt) is mounted read-only into the build with a pip.conf naming
-# it. Nothing of either lands in the image. With WHEELHOUSE=DIR (made by `wheelhouse DIR` where
+# it. Neither lands in the image (podman leaves the empty mount point /etc/pip.conf, which sets
+# nothing; tests/e2e/test_container.py checks both). With WHEELHOUSE=DIR (made by `wheelhouse DIR` where
 # the index is reachable) the build has no network at all and pip installs from DIR alone.
 # NO_CACHE=1 builds every step again (a cached step would not show that it builds offline).
 #
@@ -38,16 +39,18 @@ have_image() { [ "${REBUILD:-0}" != 1 ] && podman image exists "$1"; }
 bootstrap() {
   local dir=$1 packages=$2
   debootstrap --variant=minbase --include="$packages" bookworm "$dir" "$MIRROR" >"$dir.log" 2>&1 \
-    || { tail -20 "$dir.log" >&2; echo "debootstrap failed (log: $dir.log)" >&2; return 1; }
+    || { tail -20 "$dir.log" >&2; echo "debootstrap failed: its last lines are above" >&2; return 1; }
   rm -rf "$dir"/var/cache/apt/* "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* \
     "$dir"/usr/share/man/* "$dir"/usr/share/locale/*
 }
 
-standins() {
-  command -v debootstrap >/dev/null || { echo "debootstrap is not installed" >&2; exit 1; }
-  local work
+# (a subshell: its EXIT trap removes the half-made roots however it ends)
+standins() (
+  [ "$(id -u)" = 0 ] || { echo "standins needs root (debootstrap, chroot)" >&2; exit 1; }
+  command -v debootstrap >/dev/null \
+    || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
   work="$(mktemp -d "${TMPDIR:-/var/tmp}/cifar10-standins.XXXXXX")"
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "$work"' EXIT
   if have_image "$PY_STANDIN"; then
     echo "$PY_STANDIN: present"
   else
@@ -82,7 +85,7 @@ standins() {
     echo "$PROM_STANDIN: built"
   fi
   echo "use them with: BASE_IMAGE=$PY_STANDIN PROMETHEUS_IMAGE=$PROM_STANDIN"
-}
+)
 
 api() {
   local tag=${1:-cifar10-api:latest}
@@ -108,8 +111,11 @@ api() {
 wheelhouse() {
   local dest=${1:?wheelhouse DIR}
   mkdir -p "$dest"
-  "${PYTHON:-python3}" -m pip download --quiet --only-binary=:all: --dest "$dest" \
-    "$ROOT" "setuptools>=69" wheel
+  local python=${PYTHON:-python3} backend
+  # the project's build backend, as pyproject.toml's [build-system] names it
+  backend=$("$python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' "$ROOT/pyproject.toml")
+  mapfile -t backend <<<"$backend"
+  "$python" -m pip download --quiet --only-binary=:all: --dest "$dest" "$ROOT" "${backend[@]}" wheel
   rm -f "$dest"/cifar10_resnet50_service-*  # built from the source in the image, not taken
   echo "$(ls "$dest" | wc -l) wheels in $dest"
 }

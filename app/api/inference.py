@@ -24,7 +24,7 @@ from app.batching import MicroBatcher
 from app.config import Settings
 from app.errors import APIError
 from app.images import decode_opened, open_upload
-from app.limits import PixelBudget, RouteCaps, read_body
+from app.limits import PixelBudget, RouteCaps, read_body, readable_bytes
 from app.metrics import Metrics
 from app.model import ServedModel
 from app.png import decode_plain_png
@@ -153,7 +153,8 @@ class InferenceCore:
             raise APIError(
                 413,
                 "file_too_large",
-                f"{name}: larger than the limit of {self.settings.max_upload_bytes} bytes",
+                f"{name}: larger than the limit of "
+                f"{readable_bytes(self.settings.max_upload_bytes)}",
             )
 
     async def decode(self, image: EncodedImage) -> np.ndarray:

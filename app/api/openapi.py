@@ -28,11 +28,16 @@ from app.model import ServedModel
 
 
 def complete(schema: dict, model: ServedModel | None, settings: Settings) -> dict:
-    """A copy of ``schema`` with the served model's names, versions and the limits filled in
-    (unchanged while no model is loaded)."""
+    """A copy of ``schema`` with the settings' defaults, and the served model's names, versions
+    and the limits, filled in (those of the model not while none is loaded)."""
+    schema = copy.deepcopy(schema)
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter["name"] == "top_k":
+                    parameter["schema"]["default"] = settings.default_top_k
     if model is None:
         return schema
-    schema = copy.deepcopy(schema)
     h, w = model.input_size
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
@@ -65,8 +70,8 @@ _MEANINGS = {
     "408": "The request body did not arrive in time (a grace, then at least 1 MiB/s).",
     "413": "A file, the body, the image dimensions or the number of images over its limit.",
     "415": "A file that is not an image, or an image format that is not read.",
-    "422": "Neither 'file' nor 'files' was sent (nor an image as the body), text in 'file', "
-    "or a bad query parameter.",
+    "422": "A bad query parameter; for /predict also: neither 'file' nor 'files' was sent (nor "
+    "an image as the body), or text in 'file'.",
     "500": "An unexpected error; the message names the request id, under which the log has "
     "the traceback.",
     "503": "Not available now: the queue or the body budget is full, the model is loading or "
@@ -87,7 +92,8 @@ RESPONSES: dict[tuple[str, str], tuple[str, ...]] = {
     ("get", "/health"): ("500", "503"),
     ("get", "/health/ready"): ("500", "503"),
     ("get", "/model"): ("500", "503"),
-    ("get", "/model/card"): ("404", "500", "503"),
+    ("get", "/model/card"): ("404", "422", "500", "503"),
+    ("get", "/model/files/{name}"): ("404", "500", "503"),
     ("get", "/metrics"): ("500",),
     ("get", "/v2"): ("500",),
     ("get", "/v2/health/live"): ("500", "503"),

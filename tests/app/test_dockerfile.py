@@ -10,6 +10,7 @@ import shlex
 
 import yaml
 
+from app.graceful import IDLE_GRACE_S
 from app.main import create_app
 from tests.helpers import ROOT, make_settings
 
@@ -94,6 +95,8 @@ def test_compose_images_and_ports_can_be_overridden_with_upstream_defaults():
     assert prometheus["image"] == "${PROMETHEUS_IMAGE:-prom/prometheus:v3.1.0}"
     assert api["ports"] == ["${API_PORT:-8000}:8000"]
     assert prometheus["ports"] == ["${PROMETHEUS_PORT:-9090}:9090"]
-    # The stop grace covers the server's own drain.
+    # The stop grace covers the server's own drain: the idle connections' grace, then the
+    # requests in flight.
     grace = int(api["stop_grace_period"].removesuffix("s"))
-    assert grace >= make_settings(ROOT / "models" / "cifar10-resnet50").shutdown_timeout_s
+    drain = make_settings(ROOT / "models" / "cifar10-resnet50").shutdown_timeout_s + IDLE_GRACE_S
+    assert grace > drain

@@ -36,7 +36,8 @@ PROM_STANDIN = "localhost/cifar10-standin-prometheus:bookworm"
 IMAGE = "localhost/cifar10-api:test"
 MODEL = "cifar10-resnet50"
 SAMPLES = sorted((ROOT / "samples").glob("*.png"))
-GRACE_S = 30  # the compose file's stop_grace_period, and the server's shutdown_timeout_s
+GRACE_S = 30  # the server's shutdown_timeout_s (compose's stop_grace_period is longer)
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def _why_not() -> str | None:
@@ -48,6 +49,8 @@ def _why_not() -> str | None:
         return "the stand-in base images need debootstrap and rootful podman (run as root)"
     return None
 
+
+pytestmark = pytest.mark.slow  # minutes from no images (CI's case); under a minute cached
 
 if (_reason := _why_not()) is not None:
     if os.environ.get("REQUIRE_PODMAN") == "1":
@@ -109,6 +112,7 @@ def image(request) -> str:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    podman("image", "prune", "-f")  # the previous build's image, untagged by this one
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     _reporter(request)(
         f"stand-ins {standins_s:.0f} s, image build {time.monotonic() - started:.0f} s, "
@@ -230,6 +234,28 @@ def test_three_protocols_answer_with_the_local_servers_labels(container, local):
     assert right >= 8, inside["predict"]
 
 
+def test_the_image_holds_the_server_alone_and_nothing_of_the_build_host(image, report):
+    """No TensorFlow, training code or plotting in the image; the proxy's CA bundle and the
+    build's pip settings, mounted into the build, did not stay."""
+    probe = (
+        "import importlib.util as u, pathlib, site, sys;"
+        "print([m for m in ('tensorflow', 'training', 'matplotlib', 'keras') if u.find_spec(m)]);"
+        "p = pathlib.Path(site.getsitepackages()[0]);"
+        "print(sum(f.stat().st_size for f in p.rglob('*') if f.is_file()))"
+    )
+    done = podman("run", "--rm", "--entrypoint", "python", image, "-c", probe)
+    found, size = done.stdout.split("\n")[:2]
+    assert found == "[]", found
+    assert int(size) > 100 * 2**20  # OpenVINO and the rest are there
+    pip_conf = podman("run", "--rm", "--entrypoint", "cat", image, "/etc/pip.conf", check=False)
+    assert pip_conf.stdout == ""  # absent, or the empty mount point podman leaves
+    bundle = "md5sum /etc/ssl/certs/ca-certificates.crt"
+    in_image = podman("run", "--rm", "--entrypoint", "sh", image, "-c", bundle).stdout
+    in_base = podman("run", "--rm", "--entrypoint", "sh", PY_STANDIN, "-c", bundle).stdout
+    assert in_image == in_base
+    report(f"installed packages in the image: {int(size) / 2**20:.0f} MiB (no TensorFlow)")
+
+
 def test_runs_as_uid_10001_and_cannot_write_to_app(container):
     status = podman("exec", container.name, "cat", "/proc/1/status").stdout
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
@@ -335,28 +361,45 @@ def test_image_builds_with_no_network_from_a_wheelhouse(image, tmp_path, report)
 
 @pytest.fixture(scope="module")
 def stack(image):
+    """``docker-compose.yml`` as written, built (``up --build``: its build section, with
+    ``BASE_IMAGE`` the stand-in; the layers of ``image`` are reused) and brought up."""
     project = f"cifar10test{uuid.uuid4().hex[:6]}"
     api_port, prom_port = free_port(), free_port()
     env = {
         **podman_env(),
-        "API_IMAGE": image,
+        "BASE_IMAGE": PY_STANDIN,
+        "API_IMAGE": f"localhost/cifar10-api:{project}",
         "PROMETHEUS_IMAGE": PROM_STANDIN,
         "API_PORT": str(api_port),
         "PROMETHEUS_PORT": str(prom_port),
     }
-    compose = [COMPOSE, "-p", project, "-f", str(ROOT / "docker-compose.yml")]
+    # what deploy/podman_build.sh gives `podman build` (HEALTHCHECK kept, the proxy's CA)
+    build_args = "--format docker --network host"
+    if Path(CA_BUNDLE).is_file():
+        build_args += f" -v {CA_BUNDLE}:{CA_BUNDLE}:ro"
+        build_args += f" -v {ROOT / 'deploy' / 'podman' / 'pip.conf'}:/etc/pip.conf:ro"
+    compose = [
+        COMPOSE,
+        "--podman-build-args",
+        build_args,
+        "-p",
+        project,
+        "-f",
+        str(ROOT / "docker-compose.yml"),
+    ]
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*compose, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
         )
 
-    up = run("up", "-d", "--no-build")
+    up = run("up", "-d", "--build")
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         yield project, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
     finally:
         down = run("down", "-t", "5")
+        podman("rmi", "-f", env["API_IMAGE"], check=False)
         assert down.returncode == 0, down.stderr[-2000:]
 
 

@@ -53,8 +53,8 @@ def test_a_connection_whose_request_comes_just_after_the_stop_is_answered(tiny_m
     server = Server(tiny_model_root)
     server.wait_ready()
     request = _request_bytes(server.port)
-    late = socket.create_connection(("127.0.0.1", server.port))
-    silent = socket.create_connection(("127.0.0.1", server.port))
+    late = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=15)
     time.sleep(0.2)  # both accepted, neither has sent anything
     try:
         started = time.monotonic()

@@ -1,19 +1,23 @@
-"""The served model's card: JSON for programs (``GET /model``), Markdown for people
-(``GET /model/card``). Behind the API keys where keys are configured: the card records how and
-where the model was made. Neither names an absolute path: the serving host's is never put in,
-and those of the machine that made the model (its data and run folders, in the card's record
-and commands) are shown by their last component."""
+"""The served model's card: JSON for programs (``GET /model``), Markdown or a page for people
+(``GET /model/card``, the files it links to under ``GET /model/files/{name}``). Behind the API
+keys where keys are configured: the card records how and where the model was made. None of them
+names an absolute path: the serving host's is never put in, and those of the machine that made
+the model (its data and run folders, in the card's record and commands) are shown by their last
+component."""
 
 from __future__ import annotations
 
+import mimetypes
 import re
+from typing import Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.api.deps import KeyDep, ModelDep
 from app.api.schemas import ErrorResponse
 from app.errors import APIError
+from app.web.card_page import Card, read_card, render
 
 MODEL_CARD_README = "README.md"
 # An absolute path under a root where machines keep data, runs and homes (never an API path
@@ -63,19 +67,36 @@ async def model_card(model: ModelDep, request: Request) -> dict:
     }
 
 
-@router.get(
-    "/model/card",
-    summary="The served version's model card as people read it (Markdown, YAML front matter)",
-    response_class=Response,
-    responses={
-        200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
-        404: {"model": ErrorResponse, "description": "The served version has no README.md"},
-        503: {"model": ErrorResponse},
-    },
-)
-async def model_card_markdown(model: ModelDep) -> Response:
-    """The ``README.md`` beside the served version's weights, which ``cifar10-model export``
-    writes from the same ``model_card.json`` that ``GET /model`` serves."""
+CARD_TYPES = ("text/markdown", "text/html")
+
+
+def preferred(accept: str, offers: tuple[str, ...]) -> str:
+    """The first of ``offers`` with the highest quality in an ``Accept`` header (a bare
+    ``*/*``, or no header, gives the first offer)."""
+    best, best_q = offers[0], 0.0
+    for offer in offers:
+        q = 0.0
+        for item in accept.split(","):
+            kind, *params = (s.strip() for s in item.split(";"))
+            if kind.lower() not in (offer, offer.split("/")[0] + "/*", "*/*"):
+                continue
+            weight = 1.0
+            for param in params:
+                name, _, value = param.partition("=")
+                if name.strip().lower() == "q":
+                    try:
+                        weight = float(value)
+                    except ValueError:
+                        weight = 0.0
+            # the most specific match decides: text/html beats */* for text/html
+            specificity = 2 if kind.lower() == offer else 1 if kind.endswith("/*") else 0
+            q = max(q, weight + specificity * 1e-3 if weight > 0 else 0.0)
+        if q > best_q:
+            best, best_q = offer, q
+    return best
+
+
+def _card(model) -> Card:
     path = model.path / MODEL_CARD_README
     try:
         text = without_host_paths(path.read_text(encoding="utf-8"))
@@ -83,4 +104,73 @@ async def model_card_markdown(model: ModelDep) -> Response:
         raise APIError(
             404, "not_found", f"version {model.version} has no {MODEL_CARD_README}"
         ) from None
-    return Response(text, media_type="text/markdown; charset=utf-8")
+    return read_card(text, model.path)
+
+
+@router.get(
+    "/model/card",
+    summary="The served version's model card: a page for browsers, Markdown for programs",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Markdown with YAML front matter, or (for a browser: `Accept: "
+            "text/html` preferred, or `?format=html`) the card as a page with its figures.",
+            "content": {
+                "text/markdown": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        },
+        404: {"model": ErrorResponse, "description": "The served version has no README.md"},
+        503: {"model": ErrorResponse},
+    },
+)
+async def model_card_markdown(
+    model: ModelDep,
+    request: Request,
+    format: Literal["markdown", "html"] | None = Query(
+        None, description="Overrides the Accept header's choice."
+    ),
+) -> Response:
+    """The ``README.md`` beside the served version's weights, which ``cifar10-model export``
+    writes from the same ``model_card.json`` that ``GET /model`` serves. Browsers get it as a
+    page (content negotiation on ``Accept``; ``Vary: Accept``)."""
+    card = _card(model)
+    kind = (
+        {"markdown": "text/markdown", "html": "text/html"}[format]
+        if format
+        else preferred(request.headers.get("accept", ""), CARD_TYPES)
+    )
+    headers = {"Vary": "Accept"}
+    if kind == "text/html":
+        page = render(card, f"{model.name}, version {model.version}: model card")
+        return HTMLResponse(page, headers=headers)
+    return Response(card.text, media_type="text/markdown; charset=utf-8", headers=headers)
+
+
+@router.get(
+    "/model/files/{name}",
+    summary="A file the served version's card links to: its figures and its JSON card",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The file (`model_card.json` as `GET /model` shows it: no host paths).",
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
+        404: {"model": ErrorResponse, "description": "Not a file the card links to"},
+        503: {"model": ErrorResponse},
+    },
+)
+async def model_file(model: ModelDep, name: str) -> Response:
+    """Only the names the card itself links to, in the version's folder; never a path."""
+    path = _card(model).files.get(name)
+    if path is None:
+        raise APIError(
+            404, "not_found", f"the card of version {model.version} links to no file {name!r}"
+        )
+    if name == "model_card.json":
+        return JSONResponse(without_host_paths(model.card))
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(path.read_bytes(), media_type=media_type)

@@ -44,6 +44,7 @@ UPLOAD_BODY = {
                     "properties": {
                         "file": {
                             "type": "string",
+                            "format": "binary",
                             "contentMediaType": "application/octet-stream",
                             "minLength": 1,
                             "description": "One image (what `curl -F file=@x.png` sends).",
@@ -52,11 +53,13 @@ UPLOAD_BODY = {
                             "type": "array",
                             "items": {
                                 "type": "string",
+                                "format": "binary",
                                 "contentMediaType": "application/octet-stream",
                                 "minLength": 1,
                             },
                             "description": "Several images, one result each; "
                             "text entries are ignored.",
+                            "default": [],
                         },
                     },
                     "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
@@ -75,7 +78,8 @@ TOP_K_PARAMETER = {
     "in": "query",
     "required": False,
     "schema": {"type": "integer", "minimum": 1, "maximum": 10},
-    "description": "How many top classes to list (default: CIFAR10_DEFAULT_TOP_K).",
+    # "default" is the server's CIFAR10_DEFAULT_TOP_K, filled in by app.api.openapi.complete
+    "description": "How many top classes to list (the server's CIFAR10_DEFAULT_TOP_K when absent).",
 }
 UPLOAD_BODY["parameters"] = [TOP_K_PARAMETER]
 
@@ -178,7 +182,17 @@ async def _predict_raw(request: Request, top_k: int | None, core: InferenceCore)
     return _answer(result, [None], top_k, core.settings, single=True)
 
 
+# What a browser sends for a file field with nothing chosen: an empty part with no file name (an
+# HTML form), or named "blob" (an empty Blob: Swagger UI's "Send empty value"). Not a file sent.
+UNCHOSEN_FILENAMES = ("", "blob")
+
+
+def _nothing_chosen(part: Part) -> bool:
+    return not part.data and (part.filename or "") in UNCHOSEN_FILENAMES
+
+
 async def _predict_form(parts: list[Part], top_k: int | None, core: InferenceCore) -> Response:
+    parts = [p for p in parts if not _nothing_chosen(p)]
     named_file = [p for p in parts if p.name == "file"]
     file = named_file[-1] if named_file else None  # as Starlette's FormData.get: the last
     if file is not None and not file.is_file:
