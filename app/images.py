@@ -9,6 +9,7 @@ before any pixel is decoded, so a decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -70,13 +71,22 @@ def _to_rgb_or_gray(img: Image.Image) -> Image.Image:
 # Images in formats this server does not read, known by their first bytes where Pillow does not
 # know them: answered as unsupported (415), as any other format outside the list, not as
 # "not an image" (400).
-_ISO_MEDIA_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
+_ISO_MEDIA_BRANDS = {
+    **dict.fromkeys([b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm"], "HEIC"),
+    **dict.fromkeys([b"mif1", b"msf1"], "HEIF"),
+}
+# An SVG document: an XML declaration, comments and a doctype at most, then the <svg> element.
+_SVG = re.compile(
+    rb"(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*"
+    rb"(?:<!doctype svg[^>]*>\s*)?(?:<!--.*?-->\s*)*<svg[\s>/]",
+    re.DOTALL,
+)
 
 
 def unsupported_format(data: bytes) -> str | None:
     """The name of an image format that Pillow cannot open here (SVG, HEIC/HEIF), or None."""
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head:
+    if _SVG.match(head):
         return "SVG"
     if data[4:8] == b"ftyp":
         return _ISO_MEDIA_BRANDS.get(data[8:12])
@@ -108,8 +118,8 @@ def open_upload(data: bytes, max_pixels: int, filename: str | None = None) -> Im
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"{name}: {width}x{height} is {width * height / 1e6:,.1f} megapixels, over the limit "
-            f"of {max_pixels / 1e6:,.1f} ({max_pixels:,} pixels)"
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} ({max_pixels / 1e6:g} megapixels)"
         )
     return img
 

@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         # FastAPI's native OpenTelemetry checks for a configured SDK on every request (0.03 ms
         # of the event loop's time each, measured): only where it is asked for
         telemetry=None if settings.opentelemetry else TELEMETRY_OFF,
+        redoc_url=None,  # app.web.routes serves ReDoc, without the logo it loads from a CDN
         title="CIFAR-10 ResNet50 classifier",
         version=package_version(),
         description=DESCRIPTION,

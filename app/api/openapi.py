@@ -24,6 +24,7 @@ import copy
 from app.api.routes.open_inference import HEADER_LENGTH, infer_body
 from app.api.routes.tf_serving import predict_body
 from app.config import Settings
+from app.limits import readable_bytes
 from app.model import ServedModel
 
 
@@ -42,8 +43,8 @@ def complete(schema: dict, model: ServedModel | None, settings: Settings) -> dic
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
-                if parameter.get("in") != "path":
-                    continue
+                if parameter.get("in") != "path" or not path.startswith(("/v1/", "/v2/")):
+                    continue  # (the protocols' {name} and {version}; /model/files/{name} is a file)
                 if parameter["name"] == "name":
                     parameter["schema"] = {"type": "string", "enum": [model.name]}
                 elif parameter["name"] == "version":
@@ -58,7 +59,22 @@ def complete(schema: dict, model: ServedModel | None, settings: Settings) -> dic
             if form is not None:
                 files = form["schema"]["properties"]["files"]
                 files["maxItems"] = max(settings.max_files - 1, 1)
+            for body in content.values():  # the file limits' values, where words name them
+                _state_limits(body.get("schema", {}), settings)
     return schema
+
+
+def _state_limits(schema: dict, settings: Settings) -> None:
+    """Each description that names the per-file limits gets their values."""
+    for part in [schema, *schema.get("properties", {}).values()]:
+        for node in (part, part.get("items", {})):
+            text = node.get("description", "")
+            if "CIFAR10_MAX_UPLOAD_BYTES, CIFAR10_MAX_IMAGE_PIXELS)" in text:
+                node["description"] = text.replace(
+                    "CIFAR10_MAX_UPLOAD_BYTES, CIFAR10_MAX_IMAGE_PIXELS)",
+                    f"CIFAR10_MAX_UPLOAD_BYTES: {readable_bytes(settings.max_upload_bytes)}; "
+                    f"CIFAR10_MAX_IMAGE_PIXELS: {settings.max_image_pixels:,} pixels)",
+                )
 
 
 # What each status means, for the service's own operations and the protocols'.
@@ -150,8 +166,12 @@ def document_responses(schema: dict) -> dict:
                 responses.pop("422", None)
             for status in statuses:
                 entry = responses.setdefault(status, {})
+                if _is_fastapi_validation(entry):  # this server answers 422 in its own shape
+                    entry.pop("content")
+                    entry.pop("description", None)
                 entry.setdefault("description", _MEANINGS[status])
                 entry.setdefault("content", _error_content(path, status, responses))
+                _add_example(entry, path, status)
                 if status in ("503", "504"):
                     entry.setdefault("headers", {})["Retry-After"] = RETRY_AFTER
             for entry in responses.values():
@@ -163,6 +183,39 @@ def document_responses(schema: dict) -> dict:
     return schema
 
 
+# An example of each error, as the server words it (Swagger UI and ReDoc show them): the code
+# and message of the service's own shape; the protocols' shape carries the message alone.
+_EXAMPLES = {
+    "400": ("invalid_image", "cat.txt: not a recognisable image"),
+    "404": ("not_found", "model resnet is not served here (cifar10-resnet50 version 4 is)"),
+    "408": (
+        "body_timeout",
+        "the request body did not arrive within 10 s (10 s, then at least 1024 KiB/s)",
+    ),
+    "413": ("file_too_large", "big.png: larger than the limit of 10 MiB (10,485,760 bytes)"),
+    "415": (
+        "unsupported_image_type",
+        "logo.svg: SVG images are not supported; send image/jpeg, "
+        "image/png, image/webp, image/gif, image/bmp, image/tiff",
+    ),
+    "422": ("missing_file", "send an image in the multipart field 'file' or 'files'"),
+    "500": (
+        "internal_error",
+        "internal error (request id 5f2b9c1d7a3e4b60); the server log has the details",
+    ),
+    "503": ("overloaded", "server busy: 256 images already waiting; retry shortly"),
+    "504": ("inference_timeout", "the model did not compute the request within 30 s; retry later"),
+}
+_EXAMPLES_OTHER_PATHS = {"422": ("invalid_request", "format: Input should be 'markdown' or 'html'")}
+
+
+def _example(path: str, status: str, protocol: bool) -> dict:
+    code, message = _EXAMPLES[status]
+    if status in _EXAMPLES_OTHER_PATHS and path != "/predict":
+        code, message = _EXAMPLES_OTHER_PATHS[status]
+    return {"error": message} if protocol else {"error": {"code": code, "message": message}}
+
+
 def _error_content(path: str, status: str, responses: dict) -> dict:
     """An error answer's body: a readiness or liveness check answers 503 with its own body
     (the 200's), every other error in the shape of the path's protocol."""
@@ -171,3 +224,18 @@ def _error_content(path: str, status: str, responses: dict) -> dict:
         return copy.deepcopy(responses.get("200", {}).get("content", {}))
     error = "ProtocolError" if path.startswith(("/v1", "/v2")) else "ErrorResponse"
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{error}"}}}
+
+
+def _is_fastapi_validation(entry: dict) -> bool:
+    body = entry.get("content", {}).get("application/json", {})
+    return body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError")
+
+
+def _add_example(entry: dict, path: str, status: str) -> None:
+    """An example in the error's JSON body, where the body is one of the two error shapes
+    (whether the route declared it or ``_error_content`` did)."""
+    body = entry.get("content", {}).get("application/json")
+    ref = (body or {}).get("schema", {}).get("$ref", "")
+    if body is None or "example" in body or not ref.endswith(("/ErrorResponse", "/ProtocolError")):
+        return
+    body["example"] = _example(path, status, ref.endswith("/ProtocolError"))

@@ -3,7 +3,9 @@ front matter as a small table, its figures and JSON card loaded from the version
 
 Only files the card itself links to, sitting in the version's folder, are ever served
 (``card_files``): the client names one of those, never a path. Links that leave the folder (to
-the repository that trained the model) are shown as text: the server does not have them.
+the repository that trained the model) are shown as text, and images it does not hold by their
+alt text: the server does not have them. The page allows no script and loads nothing from
+elsewhere (``CONTENT_SECURITY_POLICY``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import yaml
 from markdown_it import MarkdownIt
 
 FILES_PREFIX = "files/"  # relative to /model/card: /model/files/NAME
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
@@ -48,14 +54,34 @@ def _local_name(target: str) -> str | None:
     return target
 
 
+# What a card's files may be: its figures and its JSON card (never a page or a script that
+# would run in this server's origin).
+SERVED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+JSON_CARD = "model_card.json"
+
+
+def _servable(folder: Path, name: str) -> bool:
+    """``name`` is a regular file of ``folder`` itself (a symlink may not lead out of it), of a
+    kind the card page shows."""
+    if not (name == JSON_CARD or name.lower().endswith(SERVED_SUFFIXES)):
+        return False
+    path = folder / name
+    try:
+        inside = path.resolve(strict=True).parent == folder.resolve(strict=True)
+    except OSError:
+        return False
+    return inside and path.is_file()
+
+
 def read_card(text: str, folder: Path) -> Card:
-    """The card's parts, and which of the files it links to exist in ``folder``."""
+    """The card's parts, and which of the files it links to can be served from ``folder``."""
+    text = text.replace("\r\n", "\n")
     meta, body = _split_front_matter(text)
     files: dict[str, Path] = {}
     for token in _walk(_markdown.parse(body)):
         target = token.attrGet("href") or token.attrGet("src")
         name = _local_name(str(target)) if target else None
-        if name is not None and (folder / name).is_file():
+        if name is not None and _servable(folder, name):
             files[name] = folder / name
     return Card(text, meta, body, files)
 
@@ -67,6 +93,10 @@ def _walk(tokens):
             yield from _walk(token.children)
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _front_matter_table(meta: dict) -> str:
     rows = []
     for key in ("license", "library_name", "pipeline_tag", "datasets", "tags"):
@@ -74,9 +104,9 @@ def _front_matter_table(meta: dict) -> str:
         if value:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             rows.append((key.replace("_", " "), shown))
-    for entry in meta.get("model-index") or []:
-        for result in entry.get("results") or [] if isinstance(entry, dict) else []:
-            for metric in result.get("metrics") or []:
+    for entry in _list(meta.get("model-index")):
+        for result in _list(entry.get("results") if isinstance(entry, dict) else None):
+            for metric in _list(result.get("metrics") if isinstance(result, dict) else None):
                 if isinstance(metric, dict) and "value" in metric:
                     rows.append((str(metric.get("name", metric.get("type"))), str(metric["value"])))
     if not rows:
@@ -97,10 +127,11 @@ def render(card: Card, title: str) -> str:
             target = str(target)
             if target in card.files:
                 token.attrSet(attr, FILES_PREFIX + target)
-            elif attr == "href" and not target.startswith(("http://", "https://", "#")):
-                token.attrSet(attr, "")  # a file of the repository, not of this server
+            elif attr == "src":  # an image this server does not have: its alt text stays
+                del token.attrs["src"]
+            elif not target.startswith(("http://", "https://", "#")):
+                del token.attrs["href"]  # a file of the repository, not of this server
                 token.attrSet("title", f"{target} (in the repository that trained the model)")
-                token.attrSet("aria-disabled", "true")
     body = _markdown.renderer.render(tokens, _markdown.options, {})
     return PAGE.format(
         title=html.escape(title), meta=_front_matter_table(card.front_matter), body=body
@@ -124,7 +155,6 @@ PAGE = """<!doctype html>
   pre {{ background: #f5f5f7; padding: .8rem; overflow-x: auto; border-radius: 6px; }}
   code {{ font-size: .88em; }}
   img {{ max-width: 100%; height: auto; }}
-  a[aria-disabled] {{ color: inherit; text-decoration: none; cursor: default; }}
   .layout {{ display: grid; grid-template-columns: minmax(0, 1fr) 17rem; gap: 2rem; }}
   aside table.meta {{ position: sticky; top: 1rem; }}
   @media (max-width: 50rem) {{ .layout {{ grid-template-columns: 1fr; }} aside {{ order: -1; }} }}
@@ -132,7 +162,7 @@ PAGE = """<!doctype html>
 </head>
 <body>
 <nav><a href="../">← try the model</a> · <a href="../docs">API docs</a> ·
-<a href="card" type="text/markdown">Markdown</a> · <a href="../model">JSON</a></nav>
+<a href="card?format=markdown">Markdown</a> · <a href="../model">JSON</a></nav>
 <div class="layout">
 <main>
 {body}

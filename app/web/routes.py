@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse, Response
 
 from app.errors import APIError
@@ -21,6 +23,13 @@ DEMO_PAGE = (WEB / "index.html").read_text(encoding="utf-8")
 DEFAULT_NOT_SURE_BELOW = 0.5
 CACHE = {"Cache-Control": "public, max-age=3600"}
 
+# ReDoc's bundle, as fastapi-offline ships it, but for its "API docs by Redocly" logo, which it
+# loads from cdn.redoc.ly: the page is offline, so the logo's address is emptied (the bundle
+# then hides the image, as it does when the logo fails to load).
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_JS = (Path(fastapi_offline.__file__).parent / "static" / "redoc.standalone.js").read_bytes()
+REDOC_JS = REDOC_JS.replace(REDOC_LOGO, b"")
+
 router = APIRouter(include_in_schema=False)
 
 
@@ -30,6 +39,8 @@ def demo_config(request: Request) -> dict:
     model = request.app.state.model
     card = model.card if model is not None else {}
     threshold = card.get("not_sure_below")
+    if not (isinstance(threshold, int | float) and 0 < threshold < 1):  # absent, or unusable
+        threshold = None
     return {
         "max_upload_bytes": settings.max_upload_bytes,
         "max_image_pixels": settings.max_image_pixels,
@@ -37,8 +48,12 @@ def demo_config(request: Request) -> dict:
         "default_top_k": settings.default_top_k,
         "class_names": list(model.class_names) if model is not None else [],
         "not_sure_below": threshold if threshold is not None else DEFAULT_NOT_SURE_BELOW,
-        "not_sure_source": "the model card" if threshold is not None else "this page's default",
+        "not_sure_source": "set by the model card"
+        if threshold is not None
+        else "this page's default",
         "samples": list(SAMPLES),
+        # the card's page and JSON answer 401 to a browser then (it cannot send the key)
+        "keys_required": request.app.state.api_keys.enabled,
     }
 
 
@@ -62,3 +77,21 @@ async def sample(name: str) -> Response:
     if data is None:
         raise APIError(404, "not_found", f"no sample {name!r}; samples: {', '.join(SAMPLES)}")
     return Response(data, media_type="image/png", headers=CACHE)
+
+
+@router.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    """ReDoc, every file from this server."""
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+        redoc_favicon_url=f"{root}/favicon.ico",
+        with_google_fonts=False,
+    )
+
+
+@router.get("/docs-assets/redoc.standalone.js")
+async def redoc_js() -> Response:
+    return Response(REDOC_JS, media_type="text/javascript", headers=CACHE)

@@ -142,6 +142,8 @@ def test_docs_and_redoc_are_served_without_a_cdn(client):
         assert not re.search(r"""(src|href)=["']https?://""", html.text), path
         for asset in re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", html.text):
             assert client.get(asset).status_code == 200, asset
+            # nor do the scripts load anything from a CDN (ReDoc's bundle had a logo's address)
+            assert b"cdn.redoc.ly" not in client.get(asset).content, asset
     spec = client.get("/openapi.json").json()
     assert "/predict" in spec["paths"] and "/metrics" in spec["paths"]
     # The upload form Swagger UI renders: 'file' and 'files' as binary, top_k as a query.
@@ -346,12 +348,17 @@ def test_without_api_keys_nothing_asks_for_one(client):
 def test_access_lines_are_logged_at_info_and_not_prepared_above_it(
     tiny_model_root, monkeypatch, level, access_log
 ):
-    import uvicorn
-
+    from app.graceful import GracefulServer
     from app.main import run
 
     given = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+
+    def serve_nothing(server, sockets=None):
+        given["config"], server.started = server.config, True
+
+    monkeypatch.setattr(GracefulServer, "run", serve_nothing)
     monkeypatch.setenv("CIFAR10_LOG_LEVEL", level)
     run(["--model-dir", str(tiny_model_root), "--runtime", "openvino", "--precision", "f32"])
-    assert given["access_log"] is access_log and given["log_level"] == level
+    config = given["config"]
+    assert config.access_log is access_log and config.log_level == level
+    assert config.timeout_graceful_shutdown == 30.0  # CIFAR10_SHUTDOWN_TIMEOUT_S's default

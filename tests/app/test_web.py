@@ -36,8 +36,8 @@ model-index:
 
 # tiny, version 1
 
-See [the JSON card](model_card.json), [the licence](../../../LICENSE) and
-[the docs](https://example.org/docs).
+See [the JSON card](model_card.json), [the licence](../../../LICENSE),
+[the docs](https://example.org/docs), [notes](notes.txt) and ![away](escape.png).
 
 <script>alert("raw html")</script>
 
@@ -59,6 +59,9 @@ def carded_root(tiny_model_root, tmp_path_factory):
     (version / "README.md").write_text(CARD)
     Image.new("RGB", (40, 20), (10, 100, 200)).save(version / "curves.png")
     (version / "secret.txt").write_text("not linked")
+    (version / "notes.txt").write_text("linked, but not a figure: /home/alice/notes")
+    (version / "escape.png").symlink_to(version.parent.parent / "outside.png")
+    Image.new("RGB", (4, 4)).save(version.parent.parent / "outside.png")
     card = json.loads((version / "model_card.json").read_text())
     card["data"] = {"source": "/var/tmp/cifar10-data/cifar-10-batches-py"}
     card["not_sure_below"] = 0.3
@@ -86,6 +89,10 @@ def web(carded_root):
         ("text/html;q=0, */*", "text/markdown"),
         ("application/json", "text/markdown"),
         ("text/html;q=bad", "text/markdown"),
+        ("text/*;q=1, text/markdown;q=0", "text/html"),  # markdown refused by name
+        ("*/*;q=0.8, text/markdown;q=0.5", "text/html"),
+        ("TEXT/HTML", "text/html"),
+        ("text/html;q=nan, */*", "text/markdown"),
     ],
 )
 def test_preferred_type_follows_the_accept_header(accept, expected):
@@ -97,7 +104,11 @@ def test_model_card_is_a_page_for_browsers_and_markdown_for_programs(web):
     page = web.get("/model/card", headers={"Accept": browser_accept})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["vary"] == "Accept"
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "img-src 'self'" in csp  # no script, nothing from afar
     text = page.text
+    assert 'href="card?format=markdown"' in text  # the Markdown link, whatever the Accept
+    assert '<img alt="away"' in text and "escape.png" not in text.split("<main>")[1]
     assert "<h1>tiny, version 1</h1>" in text
     assert '<img src="files/curves.png" alt="curves"' in text
     assert 'href="files/model_card.json"' in text
@@ -125,10 +136,12 @@ def test_card_files_are_only_those_the_card_names(web):
     assert Image.open(io.BytesIO(png.content)).size == (40, 20)
     card = web.get("/model/files/model_card.json")
     assert card.status_code == 200 and card.json()["data"]["source"] == "cifar-10-batches-py"
-    for name in ("secret.txt", "saved_model.pb", "README.md", "..%2Fsecret.txt", "LICENSE"):
+    assert png.headers["x-content-type-options"] == "nosniff"
+    # linked but not a figure (notes.txt), linked but leading out of the folder (escape.png, a
+    # symlink), present but not linked, or no file at all: none of them
+    for name in ("notes.txt", "escape.png", "secret.txt", "saved_model.pb", "README.md", "LICENSE"):
         r = web.get(f"/model/files/{name}")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", name
-    assert web.get("/model/files/../1/curves.png").status_code == 404
 
 
 def test_the_shipped_cards_link_only_to_files_they_ship():
@@ -148,7 +161,7 @@ def test_demo_page_carries_the_limits_and_the_cards_threshold(web, carded_root):
     assert config["max_upload_bytes"] == settings.max_upload_bytes
     assert config["max_image_pixels"] == settings.max_image_pixels
     assert config["default_top_k"] == 4
-    assert config["not_sure_below"] == 0.3 and config["not_sure_source"] == "the model card"
+    assert config["not_sure_below"] == 0.3 and config["not_sure_source"] == "set by the model card"
     assert (
         "image/png" in config["accepted_types"] and "image/svg+xml" not in config["accepted_types"]
     )
@@ -251,5 +264,58 @@ def test_limits_are_stated_in_readable_units(web):
     r = web.post("/predict", files={"file": ("wide.png", huge_png(8000, 6000), "image/png")})
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
     message = r.json()["error"]["message"]
-    assert "8000x6000 is 48.0 megapixels" in message
-    assert "limit of 40.0 (40,000,000 pixels)" in message
+    assert "8000x6000 is 48,000,000 pixels, over the limit of 40,000,000 (40 megapixels)" in message
+
+
+def test_card_page_survives_crlf_and_odd_front_matter(tiny_model_root, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(tiny_model_root, root)
+    odd = "---\r\nlicense: mit\r\nmodel-index:\r\n- results:\r\n  - x\r\n- 3\r\n---\r\n# odd\r\n"
+    (root / "1" / "README.md").write_bytes(odd.encode())
+    with TestClient(create_app(make_settings(root))) as c:
+        wait_ready(c)
+        page = c.get("/model/card?format=html")
+    assert page.status_code == 200, page.text
+    assert "<th>license</th><td>mit</td>" in page.text and "<h1>odd</h1>" in page.text
+    assert "model-index" not in page.text  # the front matter is the table, not text
+
+
+def test_head_is_counted_under_its_route(web):
+    web.head("/health")
+    metrics = web.get("/metrics").text
+    assert 'http_requests_total{method="HEAD",route="/health",status="200"}' in metrics
+    assert 'method="HEAD",route="unmatched"' not in metrics
+
+
+def test_an_empty_text_field_is_still_text_not_a_missing_file(web):
+    r = web.post("/predict", files=[("file", (None, b""))])
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_file", r.text
+
+
+def test_with_api_keys_the_demo_stays_open_and_says_the_card_needs_one(carded_root):
+    with TestClient(create_app(make_settings(carded_root, api_keys="k-one"))) as c:
+        wait_ready(c)
+        page = c.get("/")
+        assert page.status_code == 200
+        raw = re.search(r'<script id="config" type="application/json">(.*?)</script>', page.text)
+        assert json.loads(raw.group(1))["keys_required"] is True
+        assert c.get("/model/card?format=html").status_code == 401
+        assert c.get("/model/files/curves.png").status_code == 401
+        shown = c.get("/model/files/curves.png", headers={"X-API-Key": "k-one"})
+        assert shown.status_code == 200
+        assert c.get("/samples/ship.png").status_code == 200 and c.get("/redoc").status_code == 200
+
+
+def test_a_threshold_the_card_cannot_mean_is_ignored(tiny_model_root, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(tiny_model_root, root)
+    for bad in ("0.6", 60, 0, True):
+        card = json.loads((root / "1" / "model_card.json").read_text())
+        card["not_sure_below"] = bad
+        (root / "1" / "model_card.json").write_text(json.dumps(card))
+        with TestClient(create_app(make_settings(root))) as c:
+            wait_ready(c)
+            raw = re.search(r'type="application/json">(.*?)</script>', c.get("/").text)
+        config = json.loads(raw.group(1))
+        assert config["not_sure_below"] == 0.5, bad
+        assert config["not_sure_source"] == "this page's default"

@@ -70,14 +70,14 @@ def shipped():
 @pytest.fixture(scope="module")
 def unsure(tiny_model_root, tmp_path_factory):
     """The tiny model (its answers near 10 % each) with a card that sets the page's threshold,
-    and a 100 KB upload limit."""
+    a 100 KB upload limit and a 1-megapixel image limit."""
     root = tmp_path_factory.mktemp("unsure") / "tiny"
     shutil.copytree(tiny_model_root, root)
     card_path = root / "1" / "model_card.json"
     card = json.loads(card_path.read_text())
     card["not_sure_below"] = 0.6
     card_path.write_text(json.dumps(card))
-    s = Server(root, max_upload_bytes=100_000)
+    s = Server(root, max_upload_bytes=100_000, max_image_pixels=1_000_000)
     s.wait_ready()
     yield s
     s.stop()
@@ -136,6 +136,8 @@ def test_a_sample_clicked_is_answered_with_latency_version_and_request_id(shippe
     )
     assert top["label"] == "ship" and top["probability"] >= 0.5
     assert not browser.find_element(by.ID, "not-sure").is_displayed()
+    threshold = browser.find_element(by.ID, "threshold").text  # the v4 card sets none
+    assert "Below 50.0 %" in threshold and "(the threshold is this page's default)" in threshold
     rows = browser.find_elements(by.CSS_SELECTOR, "#bars .row")
     assert [r.get_attribute("data-label") for r in rows] == [
         t["label"] for t in expected["top_k"][:3]
@@ -183,15 +185,12 @@ def test_the_picker_is_reachable_and_opened_from_the_keyboard(unsure, browser):
         if focused[-1] == "drop":
             break
     assert focused[-1] == "drop", focused
+    assert browser.switch_to.active_element.get_attribute("role") == "button"
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     ActionChains(browser).send_keys(Keys.SPACE).perform()
     assert browser.execute_script("return window.opened") == 2
-    ActionChains(browser).send_keys(Keys.TAB).perform()  # the "choose a file" button, then
-    assert browser.switch_to.active_element.get_attribute("id") == "choose"
-    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    browser.find_element(by.CSS_SELECTOR, "#drop .link").click()  # a click on its text, too
     assert browser.execute_script("return window.opened") == 3
-    browser.find_element(by.ID, "drop").click()  # a click on its text opens it too
-    assert browser.execute_script("return window.opened") == 4
     # the file the dialog would give: answered
     browser.find_element(by.ID, "file").send_keys(str(ROOT / "samples" / "frog.png"))
     _wait(browser).until(lambda b: b.find_element(by.ID, "answer").is_displayed())
@@ -207,7 +206,7 @@ def test_the_not_sure_state_and_its_stated_threshold(unsure, browser):
     assert badge.is_displayed() and badge.text == "not sure"
     assert browser.find_element(by.ID, "label").text.startswith("perhaps ")
     threshold = browser.find_element(by.ID, "threshold").text
-    assert "Below 60.0 %" in threshold and "the model card" in threshold
+    assert "Below 60.0 %" in threshold and "(the threshold is set by the model card)" in threshold
     assert "always answers one of its ten classes" in browser.find_element(by.TAG_NAME, "p").text
 
 
@@ -219,17 +218,20 @@ def test_files_over_the_limits_or_of_other_types_are_refused_before_upload(
     by = _by()
     big = tmp_path / "big.bmp"  # 300 KB of pixels: over the server's 100 KB (97.7 KiB) limit
     Image.new("RGB", (320, 320), (120, 30, 200)).save(big)
+    wide = tmp_path / "wide.png"  # a few KB, but 1.2 megapixels: over the 1-megapixel limit
+    Image.new("RGB", (1200, 1000), (20, 160, 90)).save(wide)
     svg = tmp_path / "drawing.svg"
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     browser.get(f"{unsure.base}/")
     limits = browser.find_element(by.ID, "limits").text
-    assert "up to 97.7 KiB and 40 megapixels" in limits, limits
+    assert "up to 97.7 KiB and 1 megapixels" in limits, limits
     before = _predict_requests(unsure)
     for path, words in [
         (big, ["big.bmp is 300", "KiB; the limit is 97.7 KiB", "Nothing was uploaded"]),
         (svg, ["SVG+XML images are not supported"]),
+        (wide, ["wide.png is 1.2 megapixels; the limit is 1 megapixels", "Nothing was uploaded"]),
         (text, ["notes.txt is text/plain, not an image"]),
     ]:
         browser.find_element(by.ID, "file").send_keys(str(path))
@@ -267,6 +269,10 @@ def test_model_card_page_renders_with_its_figures(shipped, browser):
     browser.find_element(by.LINK_TEXT, "model_card.json").click()
     _wait(browser).until(lambda b: '"class_names"' in b.page_source)
     assert _severe(browser) == []
+    browser.back()
+    browser.find_element(by.LINK_TEXT, "Markdown").click()  # the card as its Markdown text
+    _wait(browser).until(lambda b: "license: apache-2.0" in b.page_source)
+    assert "# cifar10-resnet50, version 4" in browser.page_source
 
 
 def test_swagger_try_it_out_uploads_through_file_pickers(shipped, browser):
@@ -320,3 +326,26 @@ def test_swagger_try_it_out_uploads_through_file_pickers(shipped, browser):
     assert status == "200", answer
     assert [r["filename"] for r in answer["results"]] == ["frog.png", "truck.png"]
     assert [r["label"] for r in answer["results"]] == ["frog", "truck"]
+
+
+def test_swagger_and_redoc_show_the_error_examples(unsure, browser):
+    by = _by()
+    browser.get(f"{unsure.base}/docs")
+    op = _wait(browser).until(
+        lambda b: b.find_element(by.CSS_SELECTOR, "[id^='operations-prediction-predict']")
+    )
+    op.find_element(by.CSS_SELECTOR, ".opblock-summary").click()
+    rows = _wait(browser).until(lambda b: b.find_elements(by.CSS_SELECTOR, "tr.response"))
+    codes = [r.get_attribute("data-code") for r in rows]
+    assert codes == ["200", "400", "408", "413", "415", "422", "500", "503", "504"]
+    shown = {r.get_attribute("data-code"): r.text for r in rows}
+    assert '"code": "unsupported_image_type"' in shown["415"]
+    assert '"code": "missing_file"' in shown["422"]
+    assert '"code": "overloaded"' in shown["503"] and "Retry-After" in shown["503"]
+    browser.get(f"{unsure.base}/redoc")
+    tabs = _wait(browser).until(lambda b: b.find_elements(by.CSS_SELECTOR, "[role=tab]"))
+    first_415 = next(t for t in tabs if t.text.strip() == "415")  # /predict's, the first operation
+    browser.execute_script("arguments[0].scrollIntoView()", first_415)
+    first_415.click()
+    _wait(browser).until(lambda b: "unsupported_image_type" in b.page_source)
+    assert _severe(browser) == []

@@ -123,6 +123,25 @@ def test_encoded_images_as_bytes_are_decoded_like_uploads(client, server):
             400,
             "UINT8 or BYTES",
         ),
+        (  # as Triton answers an output asked for twice
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 32, 32, 3],
+                        "datatype": "UINT8",
+                        "data": [0] * 3072,
+                    }
+                ],
+                "outputs": [
+                    {"name": "labels"},
+                    {"name": "probabilities"},
+                    {"name": "labels", "parameters": {"binary_data": True}},
+                ],
+            },
+            400,
+            "output 'labels' already exists in request",
+        ),
         (
             {
                 "inputs": [

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from app.api.deps import KeyDep, ModelDep
 from app.api.schemas import ErrorResponse
 from app.errors import APIError
-from app.web.card_page import Card, read_card, render
+from app.web.card_page import CONTENT_SECURITY_POLICY, JSON_CARD, Card, read_card, render
 
 MODEL_CARD_README = "README.md"
 # An absolute path under a root where machines keep data, runs and homes (never an API path
@@ -71,29 +71,46 @@ CARD_TYPES = ("text/markdown", "text/html")
 
 
 def preferred(accept: str, offers: tuple[str, ...]) -> str:
-    """The first of ``offers`` with the highest quality in an ``Accept`` header (a bare
-    ``*/*``, or no header, gives the first offer)."""
-    best, best_q = offers[0], 0.0
-    for offer in offers:
-        q = 0.0
-        for item in accept.split(","):
-            kind, *params = (s.strip() for s in item.split(";"))
-            if kind.lower() not in (offer, offer.split("/")[0] + "/*", "*/*"):
+    """The offer an ``Accept`` header prefers (RFC 9110 12.5.1): each offer takes the quality
+    of the most specific range that matches it (``text/html`` before ``text/*`` before
+    ``*/*``), clamped to 0-1; the highest wins, the first offer on a tie or with no header."""
+    ranges = []
+    for item in accept.split(","):
+        kind, *params = (s.strip() for s in item.split(";"))
+        kind = kind.lower()
+        if "/" not in kind:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+                if q != q:  # NaN
+                    q = 0.0
+        ranges.append((kind, q))
+    if not ranges:
+        return offers[0]
+
+    def quality(offer: str) -> float:
+        best = (-1, 0.0)  # (specificity, q)
+        for kind, q in ranges:
+            if kind == offer:
+                specificity = 2
+            elif kind == offer.split("/")[0] + "/*":
+                specificity = 1
+            elif kind == "*/*":
+                specificity = 0
+            else:
                 continue
-            weight = 1.0
-            for param in params:
-                name, _, value = param.partition("=")
-                if name.strip().lower() == "q":
-                    try:
-                        weight = float(value)
-                    except ValueError:
-                        weight = 0.0
-            # the most specific match decides: text/html beats */* for text/html
-            specificity = 2 if kind.lower() == offer else 1 if kind.endswith("/*") else 0
-            q = max(q, weight + specificity * 1e-3 if weight > 0 else 0.0)
-        if q > best_q:
-            best, best_q = offer, q
-    return best
+            best = max(best, (specificity, q), key=lambda s: s[0])
+        return best[1]
+
+    scores = [quality(offer) for offer in offers]
+    top = max(scores)
+    return offers[scores.index(top)] if top > 0 else offers[0]
 
 
 def _card(model) -> Card:
@@ -140,10 +157,12 @@ async def model_card_markdown(
         if format
         else preferred(request.headers.get("accept", ""), CARD_TYPES)
     )
-    headers = {"Vary": "Accept"}
+    headers = {"Vary": "Accept", "X-Content-Type-Options": "nosniff"}
     if kind == "text/html":
         page = render(card, f"{model.name}, version {model.version}: model card")
-        return HTMLResponse(page, headers=headers)
+        return HTMLResponse(
+            page, headers={**headers, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+        )
     return Response(card.text, media_type="text/markdown; charset=utf-8", headers=headers)
 
 
@@ -170,7 +189,8 @@ async def model_file(model: ModelDep, name: str) -> Response:
         raise APIError(
             404, "not_found", f"the card of version {model.version} links to no file {name!r}"
         )
-    if name == "model_card.json":
-        return JSONResponse(without_host_paths(model.card))
+    nosniff = {"X-Content-Type-Options": "nosniff"}
+    if name == JSON_CARD:
+        return JSONResponse(without_host_paths(model.card), headers=nosniff)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return Response(path.read_bytes(), media_type=media_type)
+    return Response(path.read_bytes(), media_type=media_type, headers=nosniff)

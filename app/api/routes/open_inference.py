@@ -195,7 +195,14 @@ def infer_body(h: int, w: int) -> dict:
                 "minItems": 1,
                 "maxItems": 1,
             },
-            "outputs": {"type": "array", "items": output},
+            "outputs": {
+                "type": "array",
+                "items": output,
+                "uniqueItems": True,
+                "maxItems": len(OUTPUTS),
+                "description": "The outputs to answer, each at most once (an output named "
+                "twice is refused with 400, as Triton refuses it); absent: probabilities.",
+            },
             "parameters": {
                 "type": "object",
                 "properties": {"binary_data_output": {"type": "boolean"}},
@@ -221,11 +228,22 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     header, tail = _split_binary(body, header_length)
     del body
     infer_request = await core.parse_json(header, InferRequest)
+    _check_outputs(infer_request)
     images = _input_images(infer_request, tail, core)
     result = await (
         core.classify_batch(images) if isinstance(images, np.ndarray) else core.classify(images)
     )
     return _response(infer_request, result)
+
+
+def _check_outputs(request: InferRequest) -> None:
+    """Each output at most once: Triton refuses a repeated one (INVALID_ARG, "output 'x' already
+    exists in request"), and so does this server, with the same words, before any inference."""
+    seen = set()
+    for output in request.outputs or ():
+        if output.name in seen:
+            raise InvalidInputError(f"output '{output.name}' already exists in request")
+        seen.add(output.name)
 
 
 def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

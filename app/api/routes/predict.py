@@ -31,6 +31,15 @@ ERRORS = {
     }.items()
 }
 NON_IMAGE_TYPES = ("text/", "application/json", "application/pdf", "audio/", "video/")
+# What JSON Schema cannot say about a file's bytes, in words (the limits' values are filled in
+# by app.api.openapi.complete).
+IMAGE_BYTES = (
+    "the bytes of a JPEG, PNG, WebP, GIF, BMP or TIFF image, of any size in pixels (the server "
+    "resizes it), within the server's limits per file (CIFAR10_MAX_UPLOAD_BYTES, "
+    "CIFAR10_MAX_IMAGE_PIXELS). Other image formats (SVG, HEIC, ICO, ...) are answered 415, "
+    "bytes that are no image 400 invalid_image, an empty file 400 empty_file. Example: "
+    "samples/ship.png of the repository."
+)
 # The multipart body as the OpenAPI document (and so Swagger UI's "Try it out") shows it. The
 # route reads the form itself: FastAPI's per-request resolution of File parameters cost more
 # than the parsing.
@@ -47,7 +56,8 @@ UPLOAD_BODY = {
                             "format": "binary",
                             "contentMediaType": "application/octet-stream",
                             "minLength": 1,
-                            "description": "One image (what `curl -F file=@x.png` sends).",
+                            "description": "One image (what `curl -F file=@x.png` sends): "
+                            + IMAGE_BYTES,
                         },
                         "files": {
                             "type": "array",
@@ -57,8 +67,8 @@ UPLOAD_BODY = {
                                 "contentMediaType": "application/octet-stream",
                                 "minLength": 1,
                             },
-                            "description": "Several images, one result each; "
-                            "text entries are ignored.",
+                            "description": "Several images, one result each, each as for "
+                            "'file'; text entries are ignored.",
                             "default": [],
                         },
                     },
@@ -106,7 +116,7 @@ RAW_BODY_SCHEMA = {
         "type": "string",
         "format": "binary",
         "minLength": 1,
-        "description": "The image itself: JPEG, PNG, WebP, GIF, BMP or TIFF.",
+        "description": "The image itself: " + IMAGE_BYTES,
     }
 }
 UPLOAD_BODY["requestBody"]["content"]["image/*"] = RAW_BODY_SCHEMA
@@ -188,7 +198,7 @@ UNCHOSEN_FILENAMES = ("", "blob")
 
 
 def _nothing_chosen(part: Part) -> bool:
-    return not part.data and (part.filename or "") in UNCHOSEN_FILENAMES
+    return part.is_file and not part.data and (part.filename or "") in UNCHOSEN_FILENAMES
 
 
 async def _predict_form(parts: list[Part], top_k: int | None, core: InferenceCore) -> Response:

@@ -1,0 +1,87 @@
+"""The OpenAPI document against the routes (issue 42): every operation has its row in
+``RESPONSES``, every error it lists carries an example that the error's own schema accepts,
+FastAPI's validation shape is not what the document promises, and an output asked for twice is
+refused as Triton refuses it. (The fuzzer checks the document against the running server:
+``tests/e2e/test_fuzz.py``.)"""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from app.api.openapi import RESPONSES
+
+
+@pytest.fixture(scope="module")
+def document(client):
+    return client.get("/openapi.json").json()
+
+
+def _operations(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            yield method, path, operation
+
+
+def test_every_operation_has_its_statuses_listed(document):
+    operations = {(m, p) for m, p, _ in _operations(document)}
+    assert operations == set(RESPONSES)
+    for method, path, operation in _operations(document):
+        listed = {s for s in operation["responses"] if s != "200"}
+        assert listed == set(RESPONSES[(method, path)]), (method, path)
+
+
+def _resolve(schema: dict, document: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    return document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def test_every_error_body_has_an_example_its_schema_accepts(document):
+    checked = 0
+    for method, path, operation in _operations(document):
+        for status, response in operation["responses"].items():
+            if not status.startswith(("4", "5")):
+                continue
+            body = response.get("content", {}).get("application/json")
+            assert body is not None, (method, path, status)
+            schema = _resolve(body["schema"], document)
+            if schema.get("title") not in ("ErrorResponse", "ProtocolError"):
+                continue  # a readiness check's 503 is its 200's body, not an error shape
+            assert "example" in body, (method, path, status)
+            jsonschema.validate(body["example"], {**schema, "components": document["components"]})
+            protocol = path.startswith(("/v1", "/v2"))
+            assert isinstance(body["example"]["error"], str) == protocol, (path, status)
+            checked += 1
+    assert checked > 60
+
+
+def test_no_operation_promises_fastapis_validation_shape(client, document):
+    text = str(document["paths"])
+    assert "HTTPValidationError" not in text
+    r = client.get("/model/card?format=pdf")
+    assert r.status_code == 422 and set(r.json()) == {"error"}
+    assert set(r.json()["error"]) == {"code", "message"}
+
+
+def test_what_the_schema_cannot_say_about_image_bytes_is_said_in_words(client, document):
+    settings = client.app.state.settings
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+    form = body["multipart/form-data"]["schema"]["properties"]
+    for description in (
+        form["file"]["description"],
+        body["image/*"]["schema"]["description"],
+        body["application/octet-stream"]["schema"]["description"],
+    ):
+        assert "JPEG, PNG, WebP, GIF, BMP or TIFF" in description
+        assert f"{settings.max_upload_bytes:,} bytes" in description  # the server's own value
+        assert f"{settings.max_image_pixels:,} pixels" in description
+        assert "415" in description and "invalid_image" in description
+
+
+def test_an_output_asked_for_twice_is_documented_as_refused(document):
+    infer = document["paths"]["/v2/models/{name}/infer"]["post"]
+    outputs = infer["requestBody"]["content"]["application/json"]["schema"]["properties"]["outputs"]
+    assert outputs["uniqueItems"] is True and outputs["maxItems"] == 2
+    assert "twice is refused with 400" in outputs["description"]
