@@ -1,7 +1,8 @@
 """Request bodies, bounded by design: a cap per request, a cap per route, and a server-wide
 budget of body bytes held at once.
 
-``BodyLimitMiddleware`` sees every request before routing. A ``Content-Length`` over
+``BodyLimitMiddleware`` sees every request before routing (GET and HEAD pass: no route of
+theirs reads a body). A ``Content-Length`` over
 ``max_request_bytes`` is answered 413 before anything is read; a body that streams past it is
 cut off with 413. Every body's bytes are reserved from one budget, ``max_buffered_bytes`` for
 all requests together, from its declared length (or chunk by chunk as it streams), and released
@@ -145,9 +146,15 @@ def overloaded(budget: BodyBudget) -> APIError:
     )
 
 
+# No route of these methods reads a body: one sent with them is never read here, and uvicorn
+# buffers at most its high-water mark of it (64 KiB) before it stops reading the socket. So they
+# pass untouched: a GET is never answered 408, 413 or 503 for a body it did not need.
+BODILESS_METHODS = ("GET", "HEAD")
+
+
 class BodyLimitMiddleware:
-    """The request cap, the body budget and the body's deadline, for every request (see the
-    module docstring)."""
+    """The request cap, the body budget and the body's deadline, for every request whose
+    route may read a body (see the module docstring)."""
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, budget: BodyBudget, grace_s: float = 10.0
@@ -155,7 +162,7 @@ class BodyLimitMiddleware:
         self.app, self.max_bytes, self.budget, self.grace_s = app, max_bytes, budget, grace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in BODILESS_METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -85,3 +85,16 @@ def test_an_output_asked_for_twice_is_documented_as_refused(document):
     outputs = infer["requestBody"]["content"]["application/json"]["schema"]["properties"]["outputs"]
     assert outputs["uniqueItems"] is True and outputs["maxItems"] == 2
     assert "twice is refused with 400" in outputs["description"]
+
+
+def test_a_get_with_a_body_is_answered_as_documented_not_by_the_body_limits(client):
+    """GET routes read no body, so the body limits leave them alone: a GET carrying more than
+    the request cap gets its route's documented answer, not an undocumented 413."""
+    cap = client.app.state.settings.max_request_bytes
+    for path in ("/health", "/model", "/v2"):
+        r = client.request("GET", path, content=b"x" * (cap + 1))
+        assert r.status_code == 200, (path, r.status_code)
+    r = client.request(
+        "POST", "/predict", content=b"x" * (cap + 1), headers={"content-type": "image/png"}
+    )
+    assert r.status_code == 413  # where a body is read, the cap holds
