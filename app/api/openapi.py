@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from app.api.protocol_schemas import OK_BODIES
 from app.api.routes.open_inference import HEADER_LENGTH, infer_body
 from app.api.routes.tf_serving import predict_body
 from app.config import Settings
@@ -162,6 +163,9 @@ def document_responses(schema: dict) -> dict:
             if statuses is None:
                 continue
             responses = operation.setdefault("responses", {})
+            if (method, path) in OK_BODIES:  # (first: a readiness 503 repeats the 200's body)
+                ok = responses.setdefault("200", {}).setdefault("content", {})
+                ok.setdefault("application/json", {})["schema"] = OK_BODIES[(method, path)]
             if "422" not in statuses:
                 responses.pop("422", None)
             for status in statuses:

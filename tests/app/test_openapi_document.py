@@ -98,3 +98,55 @@ def test_a_get_with_a_body_is_answered_as_documented_not_by_the_body_limits(clie
         "POST", "/predict", content=b"x" * (cap + 1), headers={"content-type": "image/png"}
     )
     assert r.status_code == 413  # where a body is read, the cap holds
+
+
+def test_every_json_answer_has_a_schema_and_the_protocols_answers_match_theirs(client, document):
+    import base64
+
+    from tests.helpers import image_bytes
+
+    for method, path, operation in _operations(document):
+        body = operation["responses"]["200"].get("content", {}).get("application/json")
+        if body is not None:
+            assert body.get("schema"), (method, path)
+
+    def schema_of(method: str, path: str) -> dict:
+        content = document["paths"][path][method]["responses"]["200"]["content"]
+        return {**content["application/json"]["schema"], "components": document["components"]}
+
+    b64 = base64.b64encode(image_bytes()).decode()
+    oip = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
+    answers = [
+        ("get", "/v2/health/live", client.get("/v2/health/live")),
+        ("get", "/v2/health/ready", client.get("/v2/health/ready")),
+        ("get", "/v2/models/{name}", client.get("/v2/models/tiny")),
+        (
+            "get",
+            "/v2/models/{name}/versions/{version}/ready",
+            client.get("/v2/models/tiny/versions/1/ready"),
+        ),
+        ("post", "/v2/models/{name}/infer", client.post("/v2/models/tiny/infer", json=oip)),
+        (
+            "post",
+            "/v2/models/{name}/infer",
+            client.post(
+                "/v2/models/tiny/infer",
+                json={**oip, "id": "x", "outputs": [{"name": "labels"}, {"name": "probabilities"}]},
+            ),
+        ),
+        ("get", "/v1/models/{name}", client.get("/v1/models/tiny")),
+        ("get", "/v1/models/{name}/metadata", client.get("/v1/models/tiny/metadata")),
+        (
+            "post",
+            "/v1/models/{name}:predict",
+            client.post("/v1/models/tiny:predict", json={"instances": [{"b64": b64}]}),
+        ),
+        (
+            "post",
+            "/v1/models/{name}:predict",
+            client.post("/v1/models/tiny:predict", json={"inputs": {"image": [{"b64": b64}]}}),
+        ),
+    ]
+    for method, path, answer in answers:
+        assert answer.status_code == 200, (path, answer.text)
+        jsonschema.validate(answer.json(), schema_of(method, path))

@@ -123,6 +123,20 @@ def test_encoded_images_as_bytes_are_decoded_like_uploads(client, server):
             400,
             "UINT8 or BYTES",
         ),
+        (  # [N] or [N, 1] only
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 1, 1],
+                        "datatype": "BYTES",
+                        "data": ["iVBORw0KGgo="],
+                    }
+                ]
+            },
+            400,
+            "shape [N] or [N, 1]",
+        ),
         (  # as Triton answers an output asked for twice
             {
                 "inputs": [

@@ -165,7 +165,8 @@ def infer_body(h: int, w: int) -> dict:
         }
 
     one = {"type": "integer", "const": 1}
-    one_image = {"type": "array", "prefixItems": [one], "minItems": 1, "maxItems": 1}
+    # [1], or [1, 1] as Triton's clients often send a BYTES batch ([N] or [N, 1])
+    one_image = {"type": "array", "items": one, "minItems": 1, "maxItems": 2}
     encoded = tensor("BYTES", one_image, IMAGE_BASE64, 1)
     byte = {"type": "integer", "minimum": 0, "maximum": 255}
     pixels = tensor("UINT8", {"const": [1, h, w, 3]}, byte, h * w * 3)
@@ -277,7 +278,7 @@ def _input_images(
         return _uint8_tensor(tensor, raw, core)
     if tensor.datatype == "BYTES":
         blobs = _bytes_elements(tensor, raw)
-        if len(blobs) != shape[0] or math.prod(shape) != shape[0]:
+        if len(blobs) != shape[0] or shape[1:] not in ([], [1]):
             raise InvalidInputError("a BYTES input must have shape [N] or [N, 1], one per image")
         return [EncodedImage(blob, f"image {i}") for i, blob in enumerate(blobs)]
     raise InvalidInputError("the input's datatype must be UINT8 or BYTES")
