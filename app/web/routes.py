@@ -1,5 +1,6 @@
-"""The pages for people: the demo at ``/`` (with what it needs: the samples, the icon). Plain
-HTML and JavaScript from this folder, no CDN, no build step. Not in the OpenAPI document."""
+"""The pages for people: the demo at ``/`` (with what it needs: the samples, the icon) and
+ReDoc at ``/redoc`` (Swagger UI is fastapi-offline's). Plain HTML and JavaScript, no CDN, no
+build step. Not in the OpenAPI document."""
 
 from __future__ import annotations
 
