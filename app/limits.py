@@ -78,6 +78,20 @@ def too_large(cap: int) -> APIError:
     return APIError(413, "payload_too_large", f"request body larger than {readable_bytes(cap)}")
 
 
+def body_seconds(size: int, grace_s: float) -> float:
+    """How long a body of ``size`` bytes may take to arrive: the grace, then the rate."""
+    return grace_s + size / MIN_BODY_BYTES_PER_S
+
+
+def too_slow(size: int, grace_s: float) -> APIError:
+    return APIError(
+        408,
+        "body_timeout",
+        f"the request body did not arrive within {body_seconds(size, grace_s):.0f} s "
+        f"({grace_s:g} s, then at least {MIN_BODY_BYTES_PER_S // 1024} KiB/s)",
+    )
+
+
 @dataclass(frozen=True)
 class RouteCaps:
     """The largest body each inference route accepts (bytes)."""
@@ -174,7 +188,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         expected = self.max_bytes if declared is None else declared
-        deadline = asyncio.get_running_loop().time() + self.body_seconds(expected)
+        deadline = asyncio.get_running_loop().time() + body_seconds(expected, self.grace_s)
         held = 0
         if declared is not None:
             if not self.budget.reserve(declared):
@@ -216,21 +230,9 @@ class BodyLimitMiddleware:
             if not body_deadline.expired():
                 raise  # a timeout of something else
             if not started:
-                await self._answer(self.too_slow(expected), scope, receive, send)
+                await self._answer(too_slow(expected, self.grace_s), scope, receive, send)
         finally:
             self.budget.release(held)
-
-    def body_seconds(self, size: int) -> float:
-        """How long a body of ``size`` bytes may take to arrive: the grace, then the rate."""
-        return self.grace_s + size / MIN_BODY_BYTES_PER_S
-
-    def too_slow(self, size: int) -> APIError:
-        return APIError(
-            408,
-            "body_timeout",
-            f"the request body did not arrive within {self.body_seconds(size):.0f} s "
-            f"({self.grace_s:g} s, then at least {MIN_BODY_BYTES_PER_S // 1024} KiB/s)",
-        )
 
     async def _answer(self, error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
         body = error_body(error.code, error.message, scope)

@@ -27,6 +27,11 @@ HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
+def internal_error(request_id: str) -> str:
+    """The message of a 500: the id under which the log has the traceback."""
+    return f"internal server error (request id {request_id})"
+
+
 def new_request_id() -> str:
     """16 hex digits from the process's random generator (seeded from the OS, reseeded in a
     forked child): unique enough to find a request in the logs, without a system call."""
@@ -76,8 +81,7 @@ class SafetyNetMiddleware:
             self.metrics.unhandled_errors.labels(route).inc()
             if started:  # too late for an answer: the server closes the connection
                 raise
-            message = f"internal server error (request id {request_id})"
-            body = orjson.dumps(error_body("internal_error", message, scope))
+            body = orjson.dumps(error_body("internal_error", internal_error(request_id), scope))
             await send(
                 {
                     "type": "http.response.start",

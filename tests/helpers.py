@@ -172,6 +172,13 @@ def wait_ready(client, timeout: float = 30.0) -> None:
     raise AssertionError("app never became ready")
 
 
+def documented_error(document: dict, method: str, path: str, status: int | str) -> dict:
+    """The example error body that the OpenAPI ``document`` gives ``method path`` for
+    ``status`` (``path`` the document's template)."""
+    responses = document["paths"][path][method.lower()]["responses"]
+    return responses[str(status)]["content"]["application/json"]["example"]
+
+
 def tiny_config(cifar_dir: Path, run_dir: Path, **overrides):
     """A few steps of the real ResNet50 at 32 px on the generated data."""
     from training.config import TrainConfig

@@ -6,21 +6,23 @@ server knows.
 these routes never send, since they read their own): its body in the shape of the protocol (the
 service's ``{"error": {"code", "message"}}``, the protocols' ``{"error": "..."}``), and its
 headers (``X-Request-ID`` on every answer, ``Retry-After`` where retrying helps). ``complete``
-then adds what only the running server knows:
-
-Route declarations describe the shapes; this adds what makes a schema-valid request one the
-server accepts: the served model's name and version as the only values of ``{name}`` and
-``{version}``, and the configured limits (images per request). Request bodies that carry images
-mark them with the media type ``image/*`` (multipart parts, raw bodies) or the string format
-``x-image-base64``: such a value must be an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF),
-which a JSON schema cannot say by itself. Each protocol's body schema is its router's
-(``infer_body``, ``predict_body``); here it gets the served model's input size and the limits.
+then adds what only the running server knows: an example of each error in the words the server
+uses on that path, with the served model and the limits (``app.api.error_examples``), and what
+makes a schema-valid request one the server accepts: the served model's name and version as the
+only values of ``{name}`` and ``{version}``, and the configured limits (images per request).
+Request bodies that carry images mark them with the media type ``image/*`` (multipart parts, raw
+bodies) or the string format ``x-image-base64``: such a value must be an encoded image (JPEG,
+PNG, WebP, GIF, BMP, TIFF), which a JSON schema cannot say by itself. Each protocol's body
+schema is its router's (``infer_body``, ``predict_body``); here it gets the served model's input
+size and the limits.
 """
 
 from __future__ import annotations
 
 import copy
 
+from app.api.error_examples import example
+from app.api.error_examples import examples as error_examples
 from app.api.protocol_schemas import OK_BODIES
 from app.api.routes.open_inference import HEADER_LENGTH, infer_body
 from app.api.routes.tf_serving import predict_body
@@ -38,6 +40,9 @@ def complete(schema: dict, model: ServedModel | None, settings: Settings) -> dic
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "query" and parameter["name"] == "top_k":
                     parameter["schema"]["default"] = settings.default_top_k
+    # (while no model is loaded, the examples name the folder the settings point at)
+    name, version = (model.name, str(model.version)) if model else (settings.model_dir.name, "N")
+    _add_examples(schema, error_examples(name, version, settings))
     if model is None:
         return schema
     h, w = model.input_size
@@ -175,7 +180,6 @@ def document_responses(schema: dict) -> dict:
                     entry.pop("description", None)
                 entry.setdefault("description", _MEANINGS[status])
                 entry.setdefault("content", _error_content(path, status, responses))
-                _add_example(entry, path, status)
                 if status in ("503", "504"):
                     entry.setdefault("headers", {})["Retry-After"] = RETRY_AFTER
             for entry in responses.values():
@@ -185,39 +189,6 @@ def document_responses(schema: dict) -> dict:
                 answer.setdefault("content", {})["application/octet-stream"] = BINARY_ANSWER
                 answer["headers"][HEADER_LENGTH] = BINARY_HEADER_LENGTH
     return schema
-
-
-# An example of each error, as the server words it (Swagger UI and ReDoc show them): the code
-# and message of the service's own shape; the protocols' shape carries the message alone.
-_EXAMPLES = {
-    "400": ("invalid_image", "cat.txt: not a recognisable image"),
-    "404": ("not_found", "model resnet is not served here (cifar10-resnet50 version 4 is)"),
-    "408": (
-        "body_timeout",
-        "the request body did not arrive within 10 s (10 s, then at least 1024 KiB/s)",
-    ),
-    "413": ("file_too_large", "big.png: larger than the limit of 10 MiB (10,485,760 bytes)"),
-    "415": (
-        "unsupported_image_type",
-        "logo.svg: SVG images are not supported; send image/jpeg, "
-        "image/png, image/webp, image/gif, image/bmp, image/tiff",
-    ),
-    "422": ("missing_file", "send an image in the multipart field 'file' or 'files'"),
-    "500": (
-        "internal_error",
-        "internal error (request id 5f2b9c1d7a3e4b60); the server log has the details",
-    ),
-    "503": ("overloaded", "server busy: 256 images already waiting; retry shortly"),
-    "504": ("inference_timeout", "the model did not compute the request within 30 s; retry later"),
-}
-_EXAMPLES_OTHER_PATHS = {"422": ("invalid_request", "format: Input should be 'markdown' or 'html'")}
-
-
-def _example(path: str, status: str, protocol: bool) -> dict:
-    code, message = _EXAMPLES[status]
-    if status in _EXAMPLES_OTHER_PATHS and path != "/predict":
-        code, message = _EXAMPLES_OTHER_PATHS[status]
-    return {"error": message} if protocol else {"error": {"code": code, "message": message}}
 
 
 def _error_content(path: str, status: str, responses: dict) -> dict:
@@ -235,11 +206,14 @@ def _is_fastapi_validation(entry: dict) -> bool:
     return body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError")
 
 
-def _add_example(entry: dict, path: str, status: str) -> None:
-    """An example in the error's JSON body, where the body is one of the two error shapes
+def _add_examples(schema: dict, rows: dict) -> None:
+    """An example in each error's JSON body, where the body is one of the two error shapes
     (whether the route declared it or ``_error_content`` did)."""
-    body = entry.get("content", {}).get("application/json")
-    ref = (body or {}).get("schema", {}).get("$ref", "")
-    if body is None or "example" in body or not ref.endswith(("/ErrorResponse", "/ProtocolError")):
-        return
-    body["example"] = _example(path, status, ref.endswith("/ProtocolError"))
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            for status, entry in operation.get("responses", {}).items():
+                body = entry.get("content", {}).get("application/json")
+                ref = (body or {}).get("schema", {}).get("$ref", "")
+                if body is None or not ref.endswith(("/ErrorResponse", "/ProtocolError")):
+                    continue
+                body["example"] = example(path, status, ref.endswith("/ProtocolError"), rows)

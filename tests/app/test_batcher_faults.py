@@ -23,7 +23,7 @@ from app.batching import (
 from app.main import create_app
 from app.metrics import Metrics
 from tests.app.test_batching import GatedSum, calls_started, run, running
-from tests.helpers import image_bytes, make_settings, until, wait_ready
+from tests.helpers import documented_error, image_bytes, make_settings, until, wait_ready
 
 PNG = image_bytes()
 
@@ -197,6 +197,8 @@ def test_http_a_stalled_model_answers_504_and_readiness_fails_until_it_recovers(
         r = _predict(c)
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "inference_timeout" and r.headers["retry-after"]
+        document = c.get("/openapi.json").json()
+        assert r.json() == documented_error(document, "post", "/predict", 504)
         ready = c.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
         assert c.get("/health").status_code == 200  # alive: the call may still end

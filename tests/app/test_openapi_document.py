@@ -6,10 +6,13 @@ refused as Triton refuses it. (The fuzzer checks the document against the runnin
 
 from __future__ import annotations
 
+import base64
+
 import jsonschema
 import pytest
 
 from app.api.openapi import RESPONSES
+from tests.helpers import image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +153,57 @@ def test_every_json_answer_has_a_schema_and_the_protocols_answers_match_theirs(c
     for method, path, answer in answers:
         assert answer.status_code == 200, (path, answer.text)
         jsonschema.validate(answer.json(), schema_of(method, path))
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>'
+# (method, document path, status) -> the request that provokes it on the tiny model's server
+# (``{big}`` bytes: one over the per-file limit). The rarer statuses are compared where their
+# own tests provoke them: 408 in test_memory_bounds, 500 in test_safety_net, 503 and 504 in
+# test_operations and test_batcher_faults.
+PROVOKED = (400, 404, 413, 415, 422)
+
+
+def _provoke(client, method: str, path: str, status: int):
+    """Send the request that makes ``method path`` answer ``status`` (None: no such request
+    here, e.g. a card's 404 needs a version without README.md)."""
+    big = b"x" * (client.app.state.settings.max_upload_bytes + 1)
+    wrong = status == 404
+    url = path.replace("{name}", "resnet" if wrong else "tiny").replace("{version}", "1")
+    if path == "/model/files/{name}":
+        return client.get("/model/files/nope.png") if status == 404 else None
+    if path == "/model/card":
+        return client.get("/model/card?format=pdf") if status == 422 else None
+    if method == "get":
+        return client.get(url) if wrong else None
+    payload = {400: b"hello", 404: image_bytes(), 413: big, 415: SVG}.get(status)
+    if path == "/predict":
+        name = {400: "cat.png", 413: "big.png", 415: "logo.svg"}.get(status, "x.png")
+        kind = "image/svg+xml" if status == 415 else "image/png"
+        field = "other" if status == 422 else "file"
+        return client.post(url, files={field: (name, payload or b"x", kind)})
+    encoded = base64.b64encode(payload).decode()
+    if path.endswith("/infer"):
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}
+        return client.post(url, json={"inputs": [tensor]})
+    return client.post(url, json={"instances": [{"b64": encoded}]})
+
+
+def test_every_error_example_is_the_servers_answer_on_its_path(client, document):
+    """Each example the document shows for a 400, 404, 413, 415 or 422 is, word for word, what
+    the server answers on that path (the served model's name, version and limits in it)."""
+    compared, shown = set(), set()
+    for method, path, operation in _operations(document):
+        for status in operation["responses"]:
+            body = operation["responses"][status].get("content", {}).get("application/json", {})
+            if "example" not in body or int(status) not in PROVOKED:
+                continue
+            shown.add((method, path, status))
+            answer = _provoke(client, method, path, int(status))
+            if answer is None:
+                continue
+            assert answer.status_code == int(status), (method, path, answer.text)
+            assert answer.json() == body["example"], (method, path, status)
+            compared.add((method, path, status))
+    # all but the card's 404 (compared in test_operations, on a version without README.md)
+    assert compared == shown - {("get", "/model/card", "404")}
+    assert len(compared) == 30

@@ -13,7 +13,14 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.model import load_served_model
-from tests.helpers import CLASS_NAMES, image_bytes, make_settings, until, wait_ready
+from tests.helpers import (
+    CLASS_NAMES,
+    documented_error,
+    image_bytes,
+    make_settings,
+    until,
+    wait_ready,
+)
 
 
 def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
@@ -22,6 +29,9 @@ def test_liveness_and_readiness_follow_the_lifespan(tiny_model_root):
     assert before.get("/health").status_code == 200
     r = before.get("/health/ready")
     assert r.status_code == 503 and r.json()["status"] == "starting"
+    r = before.get("/model")
+    document = before.get("/openapi.json").json()
+    assert r.status_code == 503 and r.json() == documented_error(document, "get", "/model", 503)
     assert (
         before.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")}).status_code
         == 503
@@ -89,6 +99,8 @@ def test_model_card_for_people_is_the_versions_readme(tiny_model_root, tmp_path)
             "code": "not_found",
             "message": "version 1 has no README.md",
         }
+        document = client.get("/openapi.json").json()
+        assert r.json() == documented_error(document, "get", "/model/card", 404)
         assert client.get("/model").status_code == 200  # the JSON card is still served
 
 
@@ -214,6 +226,8 @@ def test_full_queue_answers_503_with_retry_after(tiny_model_root):
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "overloaded"
+        document = client.get("/openapi.json").json()
+        assert r.json() == documented_error(document, "post", "/predict", 503)
         assert "inference_rejected_total 1.0" in client.get("/metrics").text
         ok = client.post("/predict", files={"file": ("a.png", image_bytes(), "image/png")})
         assert ok.status_code == 200

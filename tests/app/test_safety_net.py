@@ -5,12 +5,14 @@ the server goes on serving. Every answer carries an X-Request-ID."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 import numpy as np
 import pytest
 
-from tests.helpers import image_bytes
+from app.api.error_examples import EXAMPLE_REQUEST_ID
+from tests.helpers import documented_error, image_bytes
 
 PNG = image_bytes()
 REQUESTS = {
@@ -65,6 +67,8 @@ def test_a_model_that_raises_gets_a_json_500_logged_with_its_request_id(client, 
     else:
         assert set(r.json()) == {"error"}
     assert request_id in message and "kernel crashed" not in message  # no internals leak
+    example = documented_error(client.get("/openapi.json").json(), "post", ROUTES[protocol], 500)
+    assert r.json() == json.loads(json.dumps(example).replace(EXAMPLE_REQUEST_ID, request_id))
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
     assert logged and logged[0].exc_info[0] is ModelBug  # the traceback, with the id
     assert _metric(client, metric) == before + 1

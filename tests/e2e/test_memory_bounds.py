@@ -16,6 +16,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import struct
 import zlib
 from collections import Counter
@@ -27,7 +28,7 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
-from tests.helpers import ROOT, Server
+from tests.helpers import ROOT, Server, documented_error
 
 CONCURRENT = 16
 PEAK_LIMIT_MIB = 1024
@@ -283,7 +284,7 @@ def test_idle_senders_hold_the_body_budget_only_until_their_deadline(tiny_model_
     try:
         server.wait_ready()
         png = noise_png(2000)
-        idle = []
+        idle, received = [], []
         for _ in range(2):
             conn = socket.create_connection(("127.0.0.1", server.port))
             conn.sendall(
@@ -304,7 +305,13 @@ def test_idle_senders_hold_the_body_budget_only_until_their_deadline(tiny_model_
             answer = answer.decode()
             assert answer.startswith("HTTP/1.1 408"), answer
             assert "body_timeout" in answer
+            received.append(json.loads(answer.split("\r\n\r\n", 1)[1]))
             conn.close()
+        # the documented example's words, with this body's deadline (1 s + 2 s for 2 MiB)
+        document = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+        example = documented_error(document, "post", "/predict", 408)["error"]
+        example["message"] = re.sub(r"within \d+ s \(\d+ s", "within 3 s (1 s", example["message"])
+        assert received == [{"error": example}] * 2
         assert httpx.post(f"{server.base}/predict", **post).status_code == 200
         metrics = httpx.get(f"{server.base}/metrics", timeout=30).text
         assert "http_request_body_bytes_held 0.0" in metrics
