@@ -2,14 +2,16 @@
 budget of body bytes held at once.
 
 ``BodyLimitMiddleware`` sees every request before routing (GET and HEAD pass: no route of
-theirs reads a body). A ``Content-Length`` over
-``max_request_bytes`` is answered 413 before anything is read; a body that streams past it is
-cut off with 413. Every body's bytes are reserved from one budget, ``max_buffered_bytes`` for
-all requests together, from its declared length (or chunk by chunk as it streams), and released
-when its request ends: a body the budget cannot hold now is read and discarded (so that the
-client, still sending, sees the answer instead of a reset connection; not when it waits for
-``100 Continue``) and answered 503 ``overloaded`` with ``Retry-After``; a chunked body that
-streams past the budget is answered 503 unread. A body must arrive within a grace
+theirs reads a body; their answer closes the connection when one was sent). A
+``Content-Length`` over ``max_request_bytes`` is answered 413 without holding any of it; a body
+that streams past it is cut off with 413. Every body's bytes are reserved from one budget,
+``max_buffered_bytes`` for all requests together, from its declared length (or chunk by chunk as
+it streams), and released when its request ends: a body the budget cannot hold now is answered
+503 ``overloaded`` with ``Retry-After``. Every answer given before the body was read to its end
+(these, and a route's refusal) waits for the rest, read and discarded within the body's
+deadline, so that the client, still sending, sees the answer instead of a reset connection;
+where the rest does not come in time (or the client waits for ``100 Continue``), the answer
+closes the connection. A body must arrive within a grace
 (``body_grace_s``) plus one second per ``MIN_BODY_BYTES_PER_S``: a slow or idle sender is
 answered 408 and its reservation released. Bodies are what a request's memory grows with (the
 body, its parsed form, the decoded files), so the budget bounds the memory of a flood of large
@@ -160,10 +162,13 @@ def overloaded(budget: BodyBudget) -> APIError:
     )
 
 
-# No route of these methods reads a body: one sent with them is never read here, and uvicorn
-# buffers at most its high-water mark of it (64 KiB) before it stops reading the socket. So they
-# pass untouched: a GET is never answered 408, 413 or 503 for a body it did not need.
+# No route of these methods reads a body: one sent with them passes the limits (a GET is never
+# answered 408, 413 or 503 for a body it did not need) and is never read; its answer carries
+# ``Connection: close``, so that the server closes the connection instead of reading the rest
+# into a request that has ended (uvicorn holds 64 KiB of it, and more in the socket's read
+# buffer, while the route runs).
 BODILESS_METHODS = ("GET", "HEAD")
+CLOSE = (b"connection", b"close")
 
 
 class BodyLimitMiddleware:
@@ -176,35 +181,36 @@ class BodyLimitMiddleware:
         self.app, self.max_bytes, self.budget, self.grace_s = app, max_bytes, budget, grace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in BODILESS_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         declared = declared_length(headers.get(b"content-length"))
-        if declared is not None and declared > self.max_bytes:
-            await self._answer(too_large(self.max_bytes), scope, receive, send)
-            return
-        if declared == 0:  # no body to bound
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if not chunked and not declared:  # no body to bound (none declared, or 0)
             await self.app(scope, receive, send)
             return
-        expected = self.max_bytes if declared is None else declared
+        if scope["method"] in BODILESS_METHODS:
+            await self.app(scope, receive, _closing(send))
+            return
+        waiting = headers.get(b"expect", b"").lower() == b"100-continue"  # has sent nothing
+        expected = min(self.max_bytes if declared is None else declared, self.max_bytes)
         deadline = asyncio.get_running_loop().time() + body_seconds(expected, self.grace_s)
-        held = 0
-        if declared is not None:
-            if not self.budget.reserve(declared):
-                if headers.get(b"expect", b"").lower() != b"100-continue":
-                    # read it first: a client still sending would see a reset, not the answer
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout_at(deadline):
-                            await _drain(receive, declared)
-                await self._answer(overloaded(self.budget), scope, receive, send)
-                return
-            held = declared
+        refusal = None
+        if declared is not None and declared > self.max_bytes:
+            refusal = too_large(self.max_bytes)
+        elif declared is not None and not self.budget.reserve(declared):
+            refusal = overloaded(self.budget)
+        if refusal is not None:
+            drained = not waiting and await _discard_rest(receive, deadline)
+            await self._answer(refusal, scope, receive, send, close=not drained)
+            return
+        held = 0 if declared is None else declared
         received = 0
-        started = False
+        complete = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, held
+            nonlocal received, held, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -215,40 +221,70 @@ class BodyLimitMiddleware:
                         raise overloaded(self.budget)
                     held = received
                 if not message.get("more_body", False):
+                    complete = True
                     body_deadline.reschedule(None)  # all of it arrived in time
             return message
 
-        async def send_started(message: Message) -> None:
+        async def answering(message: Message) -> None:
+            """An answer that starts before the body was read to its end (a route's refusal)
+            waits for the rest, read and discarded (see ``_discard_rest``)."""
             nonlocal started
+            if message["type"] == "http.response.start" and not complete:
+                body_deadline.reschedule(None)  # (the discarding has the same deadline)
+                if waiting or not await _discard_rest(receive, deadline):
+                    message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
             started = True
             await send(message)
 
         try:
             async with asyncio.timeout_at(deadline) as body_deadline:
-                await self.app(scope, limited_receive, send_started)
+                await self.app(scope, limited_receive, answering)
         except TimeoutError:  # the body did not arrive in time: whatever waited for it stopped
             if not body_deadline.expired():
                 raise  # a timeout of something else
             if not started:
-                await self._answer(too_slow(expected, self.grace_s), scope, receive, send)
+                error = too_slow(expected, self.grace_s)
+                await self._answer(error, scope, receive, send, close=True)
         finally:
             self.budget.release(held)
 
-    async def _answer(self, error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(
+        self, error: APIError, scope: Scope, receive: Receive, send: Send, close: bool
+    ) -> None:
         body = error_body(error.code, error.message, scope)
-        await JSONResponse(body, error.status_code, headers=error.headers)(scope, receive, send)
+        headers = {**(error.headers or {}), **({"Connection": "close"} if close else {})}
+        await JSONResponse(body, error.status_code, headers=headers)(scope, receive, send)
 
 
-async def _drain(receive: Receive, limit: int) -> None:
-    """Read and discard up to ``limit`` bytes of the body (one chunk held at a time)."""
-    received = 0
-    while received <= limit:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        received += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
+def _closing(send: Send) -> Send:
+    """``send``, with ``Connection: close`` on the answer (to a request whose body nothing
+    reads): the server closes the connection after it instead of reading the rest into a
+    request that has ended, and a client trickling the body cannot keep it open."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
+        await send(message)
+
+    return sending
+
+
+async def _discard_rest(receive: Receive, deadline: float) -> bool:
+    """Read and discard the rest of a refused body (one chunk held at a time) until it ends
+    or ``deadline`` passes; whether it ended. An answer sent while the client is still sending
+    would reach it as a reset, not as the answer; once the body ended, the connection stays
+    usable. Where it did not end (or the client waits for ``100 Continue``, having sent
+    nothing), the answer carries ``Connection: close``: the server closes the connection after
+    it rather than read the rest into a request that has ended."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                if not message.get("more_body", False):
+                    return True
+    return False
 
 
 class PixelBudget:

@@ -199,7 +199,15 @@ def infer_body(h: int, w: int) -> dict:
             "outputs": {
                 "type": "array",
                 "items": output,
-                "uniqueItems": True,
+                # each name at most once (JSON Schema 2020-12, as OpenAPI 3.1 reads it)
+                "allOf": [
+                    {
+                        "contains": {"type": "object", "properties": {"name": {"const": name}}},
+                        "minContains": 0,
+                        "maxContains": 1,
+                    }
+                    for name in OUTPUTS
+                ],
                 "maxItems": len(OUTPUTS),
                 "description": "The outputs to answer, each at most once (an output named "
                 "twice is refused with 400, as Triton refuses it); absent: probabilities.",
