@@ -184,9 +184,10 @@ def infer_body(h: int, w: int) -> dict:
     return {
         "type": "object",
         "required": ["inputs"],
-        "description": "The schema describes one image per request (shape [1], or [1, h, w, 3]); "
-        "the server also takes N images (shape [N] or [N, h, w, 3]) up to the images-per-request "
-        "limit, and Triton's binary tensor extension. Keys the protocol does not define are "
+        "description": "The schema describes one image per request (BYTES shape [1] or [1, 1], "
+        "or UINT8 [1, h, w, 3]); the server also takes N images (BYTES [N] or [N, 1], UINT8 "
+        "[N, h, w, 3]) up to the images-per-request limit, and Triton's binary tensor extension. "
+        "Keys the protocol does not define are "
         "ignored, as its extensions (parameters) may carry anything.",
         "properties": {
             "id": {"type": "string"},
