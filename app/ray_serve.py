@@ -1,0 +1,80 @@
+"""This service on Ray Serve: one replica is this service's own app (its routes, limits, errors,
+micro-batcher and metrics) around one model, built in the replica from the settings the Serve
+config gives; Serve's proxy spreads requests over the replicas, on every node, and scales them.
+
+``deploy/ray/serve.yaml`` is the Serve config (``serve deploy`` / ``serve run``); its
+application's ``args`` are the service's settings (the ``CIFAR10_*`` names in lower case:
+``model_dir``, ``model_version``, ``runtime``, ``precision``, ...), which ``build`` checks before
+anything is deployed. Installed with the ``ray`` extra (``pip install '.[ray]'``); nothing else
+in the service imports Ray.
+
+Health: Serve calls ``check_health`` on every replica periodically and replaces one that fails;
+it fails when the replica's batcher has failed (a model that failed its warm-up, no inference
+thread left) or a model call has run for four times the request timeout, as ``/health`` and
+``/health/ready`` would say (not while the model warms up). ``/metrics`` is the answering
+replica's own (Serve's proxy picks one); Ray's metrics (``ray_serve_*``) cover the deployment as
+a whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.main import create_app
+from app.safety_net import HEADER
+
+DEPLOYMENT = "Classifier"
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress()
+class Classifier:
+    """One replica: the service's app, built from ``settings`` when the replica starts (the
+    model is loaded and warmed up in the app's lifespan, as under uvicorn)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = Settings(**settings)
+        self._app = None
+
+    def __serve_build_asgi_app__(self):
+        self._app = create_app(self._settings)
+        return _one_request_id(self._app)
+
+    async def check_health(self) -> None:
+        """What ``/health`` calls dead, and a failed warm-up: Serve replaces the replica."""
+        batcher = self._app.state.batcher if self._app is not None else None
+        if batcher is None:
+            return  # (the lifespan has not built it yet, or the replica is stopping)
+        problem = batcher.failure or batcher.hung()
+        if problem:
+            raise RuntimeError(problem)
+
+
+def _one_request_id(app: ASGIApp) -> ASGIApp:
+    """``app`` without its own ``X-Request-ID`` answer header: Serve's proxy gives every
+    request one (the client's, or a new one) before the app sees it, which the app keeps and
+    names in its log, and adds it to the answer itself; two would be one too many."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if k != HEADER]
+                message = {**message, "headers": kept}
+            await send(message)
+
+        await app(scope, receive, sending if scope["type"] == "http" else send)
+
+    return wrapped
+
+
+def build(args: dict[str, Any]) -> Application:
+    """The Serve application for the config's ``args`` (the service's settings), checked here
+    so that a wrong setting fails ``serve deploy`` with its message, not a replica."""
+    settings = {k: v for k, v in args.items() if v is not None}
+    Settings(**settings)  # raises pydantic's ValidationError, naming the setting
+    return Classifier.bind(settings)
