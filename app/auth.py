@@ -53,8 +53,7 @@ class APIKeys:
             raise APIError(
                 401,
                 "unauthorized",
-                "this endpoint needs an API key: "
-                "send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                NO_KEY,
                 {"WWW-Authenticate": "Bearer"},
             )
         matched = False  # either header with a valid key passes; every comparison is made
@@ -70,15 +69,26 @@ class APIKeys:
             )
 
 
+NO_KEY = "this endpoint needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+
+
 def add_security_to_openapi(schema: dict) -> dict:
     """Declare both key schemes and require one on every protected operation, so that
     Swagger UI's Authorize button sends the key with "Try it out"."""
     schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     for path, operations in schema.get("paths", {}).items():
-        error = "ProtocolError" if path.startswith(("/v1", "/v2")) else "ErrorResponse"
+        protocol = path.startswith(("/v1", "/v2"))
+        error = "ProtocolError" if protocol else "ErrorResponse"
+        shaped = {"code": "unauthorized", "message": NO_KEY}
+        example = {"error": NO_KEY} if protocol else {"error": shaped}
         unauthorized = {
             "description": "No API key, or not a valid one.",
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{error}"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{error}"},
+                    "example": example,
+                }
+            },
             "headers": {
                 "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}},
                 "X-Request-ID": {"description": "The request's id.", "schema": {"type": "string"}},

@@ -8,14 +8,14 @@ that streams past it is cut off with 413. Every body's bytes are reserved from o
 ``max_buffered_bytes`` for all requests together, from its declared length (or chunk by chunk as
 it streams), and released when its request ends: a body the budget cannot hold now is answered
 503 ``overloaded`` with ``Retry-After``. Every answer given before the body was read to its end
-(these, and a route's refusal) waits for the rest, read and discarded within the body's
-deadline, so that the client, still sending, sees the answer instead of a reset connection;
-where the rest does not come in time (or the client waits for ``100 Continue``), the answer
-closes the connection. A body must arrive within a grace
-(``body_grace_s``) plus one second per ``MIN_BODY_BYTES_PER_S``: a slow or idle sender is
-answered 408 and its reservation released. Bodies are what a request's memory grows with (the
-body, its parsed form, the decoded files), so the budget bounds the memory of a flood of large
-requests; ``tests/e2e/test_memory_bounds.py`` measures it.
+(these, a route's refusal, a 500) waits for the rest, read and discarded within the body's
+deadline (its share of the budget released first), so that the client, still sending, sees
+the answer instead of a reset connection; where the rest does not come in time (or the client
+waits for ``100 Continue``), the answer closes the connection (a 500 always does). A body must
+arrive within a grace (``body_grace_s``) plus one second per ``MIN_BODY_BYTES_PER_S``: a slow
+or idle sender is answered 408 and its reservation released. Bodies are what a request's memory
+grows with (the body, its parsed form, the decoded files), so the budget bounds the memory of a
+flood of large requests; ``tests/e2e/test_memory_bounds.py`` measures it.
 
 ``PixelBudget`` bounds the other thing a request's memory grows with: the pixels of the images
 being decoded at once (``max_decoding_pixels``); a decode waits for its turn.
@@ -185,9 +185,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        declared = declared_length(headers.get(b"content-length"))
+        length = headers.get(b"content-length")
+        declared = declared_length(length)  # (None: absent, or too many digits to be honest)
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-        if not chunked and not declared:  # no body to bound (none declared, or 0)
+        if not chunked and (length is None or declared == 0):  # no body to bound
             await self.app(scope, receive, send)
             return
         if scope["method"] in BODILESS_METHODS:
@@ -210,7 +211,8 @@ class BodyLimitMiddleware:
         complete = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, held, complete
+            nonlocal received, held, complete, waiting
+            waiting = False  # (uvicorn sends 100 Continue now: the client sends the body)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -225,13 +227,21 @@ class BodyLimitMiddleware:
                     body_deadline.reschedule(None)  # all of it arrived in time
             return message
 
+        async def discard_rest() -> bool:
+            """The rest of a body nothing will read, discarded (``_discard_rest``); its share
+            of the budget is released first: nothing of it is kept."""
+            nonlocal held
+            self.budget.release(held)
+            held = 0
+            return not waiting and await _discard_rest(receive, deadline)
+
         async def answering(message: Message) -> None:
             """An answer that starts before the body was read to its end (a route's refusal)
-            waits for the rest, read and discarded (see ``_discard_rest``)."""
+            waits for the rest, read and discarded, or closes the connection."""
             nonlocal started
             if message["type"] == "http.response.start" and not complete:
                 body_deadline.reschedule(None)  # (the discarding has the same deadline)
-                if waiting or not await _discard_rest(receive, deadline):
+                if not await discard_rest():
                     message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
             started = True
             await send(message)
@@ -241,10 +251,16 @@ class BodyLimitMiddleware:
                 await self.app(scope, limited_receive, answering)
         except TimeoutError:  # the body did not arrive in time: whatever waited for it stopped
             if not body_deadline.expired():
-                raise  # a timeout of something else
+                if not started and not complete:  # a timeout of something else: a 500 comes
+                    await discard_rest()
+                raise
             if not started:
                 error = too_slow(expected, self.grace_s)
                 await self._answer(error, scope, receive, send, close=True)
+        except Exception:  # answered 500 by the safety net (which closes the connection)
+            if not started and not complete:
+                await discard_rest()  # so that the client sees the 500, not a reset
+            raise
         finally:
             self.budget.release(held)
 

@@ -90,6 +90,9 @@ class SafetyNetMiddleware:
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
                         id_header,
+                        # what failed may have left the request's body unread, or the
+                        # connection in an unknown state: uvicorn's own 500 closes it too
+                        (b"connection", b"close"),
                     ],
                 }
             )

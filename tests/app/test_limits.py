@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.limits import PixelBudget, RouteCaps, declared_length
+from app.limits import BodyBudget, BodyLimitMiddleware, PixelBudget, RouteCaps, declared_length
 from app.main import create_app
 from tests.helpers import image_bytes, make_settings, wait_ready
 
@@ -157,3 +157,103 @@ def test_budgets_that_cannot_hold_the_largest_request_are_refused(tiny_model_roo
         make_settings(tiny_model_root, max_upload_bytes=2_000_000, max_request_bytes=1_000_000)
     with pytest.raises(ValueError, match="max_decoding_pixels .* at least max_image_pixels"):
         make_settings(tiny_model_root, max_decoding_pixels=1000)
+
+
+class _Sender:
+    """An ASGI client sending ``chunks`` (the budget's holding noted at each read), and the
+    messages the middleware sent back."""
+
+    def __init__(self, chunks: list[bytes], budget: BodyBudget) -> None:
+        self.chunks, self.budget = list(chunks), budget
+        self.read, self.held_at_reads, self.sent = 0, [], []
+
+    async def receive(self):
+        self.held_at_reads.append(self.budget.held)
+        if not self.chunks:
+            return {"type": "http.disconnect"}
+        self.read += 1
+        body = self.chunks.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(self.chunks)}
+
+    async def send(self, message):
+        self.sent.append(message)
+
+    def headers(self) -> dict:
+        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        return dict(start["headers"])
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+
+
+def _refusing_app(reads: int):
+    """An app that reads ``reads`` chunks of the body, then answers 413 without the rest."""
+
+    async def app(scope, receive, send):
+        for _ in range(reads):
+            await receive()
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+def _run_middleware(app, sender: _Sender, headers, budget: BodyBudget) -> None:
+    import asyncio
+
+    middleware = BodyLimitMiddleware(app, max_bytes=1000, budget=budget, grace_s=5)
+    asyncio.run(middleware(_scope(headers), sender.receive, sender.send))
+
+
+def test_a_refusal_before_the_body_ends_reads_the_rest_with_its_budget_released():
+    budget = BodyBudget(10_000)
+    sender = _Sender([b"a" * 100, b"b" * 100, b"c" * 100], budget)
+    _run_middleware(_refusing_app(1), sender, [(b"content-length", b"300")], budget)
+    assert sender.read == 3  # the rest read and discarded: the connection stays usable
+    assert b"connection" not in sender.headers()
+    assert sender.held_at_reads == [300, 0, 0] and budget.held == 0  # released before
+
+
+def test_expect_100_continue_closes_only_while_the_client_has_sent_nothing():
+    budget = BodyBudget(10_000)
+    expect = [(b"content-length", b"300"), (b"expect", b"100-continue")]
+    sender = _Sender([b"a" * 100, b"b" * 100, b"c" * 100], budget)
+    _run_middleware(_refusing_app(0), sender, expect, budget)
+    assert sender.read == 0 and sender.headers()[b"connection"] == b"close"
+    sender = _Sender([b"a" * 100, b"b" * 100, b"c" * 100], budget)  # read once: 100 Continue
+    _run_middleware(_refusing_app(1), sender, expect, budget)  # was sent, the body comes
+    assert sender.read == 3 and b"connection" not in sender.headers()
+
+
+def test_an_error_before_the_body_ends_reads_the_rest_then_reaches_the_safety_net():
+    budget = BodyBudget(10_000)
+
+    async def failing(scope, receive, send):
+        await receive()
+        raise RuntimeError("a bug")
+
+    sender = _Sender([b"a" * 100, b"b" * 100], budget)
+    with pytest.raises(RuntimeError):
+        _run_middleware(failing, sender, [(b"content-length", b"200")], budget)
+    assert sender.read == 2 and budget.held == 0
+
+
+def test_a_content_length_too_long_to_parse_is_bounded_like_a_stream():
+    """Over 18 digits the length is not believed, but a body it is: it is counted against the
+    cap as it streams (httptools accepts up to 2**64 - 1)."""
+    budget = BodyBudget(10_000)
+    sender = _Sender([b"a" * 600, b"b" * 600], budget)
+    seen = []
+
+    async def reading(scope, receive, send):
+        try:
+            while (message := await receive())["more_body"]:
+                seen.append(len(message["body"]))
+        except Exception as exc:  # the middleware's 413, as the route sees it
+            seen.append(type(exc).__name__)
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    _run_middleware(reading, sender, [(b"content-length", b"9" * 19)], budget)
+    assert seen == [600, "APIError"] and budget.held == 0

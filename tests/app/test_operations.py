@@ -302,10 +302,20 @@ def test_api_keys_guard_every_inference_route_and_the_model_card(tiny_model_root
     with TestClient(app) as client:
         wait_ready(client)
         spec = client.get("/openapi.json").json()
+        templates = {
+            "predict": ("post", "/predict"),
+            "v2": ("post", "/v2/models/{name}/infer"),
+            "v2 version": ("post", "/v2/models/{name}/versions/{version}/infer"),
+            "v1": ("post", "/v1/models/{name}:predict"),
+            "v1 version": ("post", "/v1/models/{name}/versions/{version}:predict"),
+            "model": ("get", "/model"),
+            "model card": ("get", "/model/card"),
+        }
         for name, request in _protected_requests("tiny", 1).items():
             refused = client.request(**request)
             assert refused.status_code == 401, (name, refused.text)
             assert refused.headers["www-authenticate"] == "Bearer"
+            assert refused.json() == documented_error(spec, *templates[name], 401), name
             for headers in (
                 {"Authorization": "Bearer k-one"},
                 {"X-API-Key": "k-two"},

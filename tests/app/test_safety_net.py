@@ -60,6 +60,7 @@ def test_a_model_that_raises_gets_a_json_500_logged_with_its_request_id(client, 
         batcher.swap(model.predict, model)
     assert r.status_code == 500, r.text
     assert r.headers["content-type"] == "application/json"
+    assert r.headers["connection"] == "close"  # the request may have left its body unread
     request_id = r.headers["x-request-id"]
     message = r.json()["error"] if protocol != "predict" else r.json()["error"]["message"]
     if protocol == "predict":

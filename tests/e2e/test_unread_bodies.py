@@ -23,7 +23,7 @@ PNG = image_bytes()
 
 @pytest.fixture(scope="module")
 def server(tiny_model_root):
-    s = Server(tiny_model_root, body_grace_s=1)
+    s = Server(tiny_model_root, body_grace_s=1, max_upload_bytes=200_000, max_request_bytes=10**6)
     try:
         s.wait_ready()
         yield s
@@ -72,8 +72,8 @@ def _closed_within(conn: socket.socket, seconds: float, trickle: bool = False) -
 
 def test_gets_with_unread_bodies_are_answered_and_their_connections_closed(server):
     """100 connections each send a GET declaring a 1 GB body and 100 KB of it: each is
-    answered 200 with ``Connection: close`` and closed by the server, which holds nothing of
-    them afterwards; nothing waits for the body."""
+    answered 200 with ``Connection: close`` and closed by the server (which then holds none
+    of it: ``benchmarks/unread_bodies.py`` measures the memory); nothing waits for the body."""
     conns = []
     for i in range(100):
         conn = _connect(server)
@@ -152,4 +152,21 @@ def test_a_client_waiting_for_100_continue_is_refused_at_once_and_closed(server)
     assert time.monotonic() - started < 0.9
     assert status == "HTTP/1.1 404 Not Found" and headers["connection"] == "close"
     assert _closed_within(conn, 3)
+    conn.close()
+
+
+def test_a_content_length_too_long_to_believe_is_bounded_like_a_stream(server):
+    """19 digits (httptools takes up to 2**64 - 1; the server believes 18 at most): the body
+    is bounded as a stream would be, so one that stops coming is answered 408 at the deadline
+    of the largest body (a grace of 1 s, then 1 MiB/s for the 1 MB cap) and closed."""
+    conn = _connect(server)
+    started = time.monotonic()
+    conn.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 9999999999999999999\r\n\r\n\x89PNG"
+    )
+    status, headers = _answer(conn)
+    assert status == "HTTP/1.1 408 Request Timeout" and headers["connection"] == "close"
+    assert 1.5 < time.monotonic() - started < 6
+    assert _closed_within(conn, 3, trickle=True)
     conn.close()
