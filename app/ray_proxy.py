@@ -1,21 +1,30 @@
 """What Ray Serve's HTTP proxy does with a request whose replica is lost under it (its process
 killed, its node gone): it answers a bare ``500 Internal Server Error`` (measured on Ray 2.60:
-about 10 of 300 requests under 16 clients when one of two replicas was killed), which no client
-retries. This middleware, which the proxy loads on every node
+4 and 9 of about 600 requests under 16 clients when one of two replicas was killed), which no
+client retries. This middleware, which the proxy loads on every node
 (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=app.ray_proxy:middlewares`` in the environment of
 ``ray start``), sends such a request once more, to another replica (every route of this service
 computes the same answer twice: it is safe to repeat), and answers what it still cannot, or a
 request whose body was too large to keep, with a ``503`` and ``Retry-After``, in the shape of the
-path's protocol, so that a client retries it.
+path's protocol, so that a client retries it. A client that left is neither answered nor
+retried.
 
-It keeps a request's body to send it again only up to ``RETRY_BODY_BYTES`` (one large upload
-of 32 images of the default limit does not fit; a CIFAR-10 image is a few KB), and all kept
-bodies together within ``RETRY_BUDGET_BYTES``: a body beyond either passes through as it
-streams, and is answered 503 if its replica is lost.
+The body passes through as the proxy reads it (the replica's own limits, deadline and
+``100 Continue`` are untouched) and a copy is kept to send again: only up to
+``RETRY_BODY_BYTES`` (one large upload of 32 images of the default limit does not fit; a
+CIFAR-10 image is a few KB), and all kept copies together within ``RETRY_BUDGET_BYTES``; a body
+beyond either is not kept, and its request is answered 503 if its replica is lost. Where the
+lost replica had not read the whole body, the rest is read before the second try, within
+``RETRY_BODY_SECONDS``.
+
+A request that itself killed its replica (none should: the service bounds what a request may
+take) would take a second replica with it; the second try is the only one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 
@@ -29,6 +38,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BODY_BYTES = 1024 * 1024
 RETRY_BUDGET_BYTES = 64 * 1024 * 1024
+RETRY_BODY_SECONDS = 10.0
+RETRY_DELAY_S = 0.1  # before the second try: the router hears of the loss meanwhile
 LOST_MESSAGE = "the replica computing this request was lost; retry"
 
 
@@ -46,8 +57,9 @@ class RetryLostReplica:
         app: ASGIApp,
         max_body: int = RETRY_BODY_BYTES,
         budget: BodyBudget | None = None,
+        body_seconds: float = RETRY_BODY_SECONDS,
     ) -> None:
-        self.app, self.max_body = app, max_body
+        self.app, self.max_body, self.body_seconds = app, max_body, body_seconds
         self.budget = budget or BodyBudget(RETRY_BUDGET_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,25 +70,21 @@ class RetryLostReplica:
         declared = declared_length(headers.get(b"content-length"))
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         size = declared if declared is not None else (self.max_body if chunked else 0)
-        if size > self.max_body or not self.budget.reserve(size):
-            await self._once(scope, receive, send)  # not kept: no second try
-            return
+        keep = size <= self.max_body and self.budget.reserve(size)
+        body = _Copy(receive, self.max_body if keep else -1)
         try:
-            kept, rest = await _keep_body(receive, self.max_body)
-            if rest is not None:  # a chunked body longer than it may keep
-                await self._once(scope, _replay(kept, receive, rest), send)
+            if await self._try(scope, body.receive, send) or body.client_left:
                 return
-            for attempt in (1, 2):
-                if await self._try(scope, _replay(kept, receive, None), send):
+            log.warning("%s %s: its replica was lost", *_line(scope))
+            if await body.read_rest(self.body_seconds):
+                await asyncio.sleep(RETRY_DELAY_S)
+                if await self._try(scope, body.replay(), send) or body.client_left:
                     return
-                log.warning("%s %s: its replica was lost (try %d of 2)", *_line(scope), attempt)
+                log.warning("%s %s: lost again; answered 503", *_line(scope))
             await _unavailable(scope, send)
         finally:
-            self.budget.release(size)
-
-    async def _once(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._try(scope, receive, send):
-            await _unavailable(scope, send)
+            if keep:
+                self.budget.release(size)
 
     async def _try(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether the proxy started an answer (a lost replica leaves none started)."""
@@ -97,31 +105,45 @@ class RetryLostReplica:
         return started
 
 
-async def _keep_body(receive: Receive, limit: int) -> tuple[list[Message], Message | None]:
-    """The body's messages until its end, or until it passes ``limit`` (then the message that
-    passed it is the second value: the rest is still to be received)."""
-    kept, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return [*kept, message], None
-        size += len(message.get("body", b""))
-        if size > limit:
-            return kept, message
-        kept.append(message)
-        if not message.get("more_body", False):
-            return kept, None
+class _Copy:
+    """The request's body as the proxy reads it, a copy kept while ``keeping`` (up to ``limit``
+    bytes; -1: none)."""
 
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive, self.limit = receive, limit
+        self.kept: list[Message] = []
+        self.size, self.ended, self.client_left = 0, False, False
+        self.keeping = limit >= 0
 
-def _replay(kept: list[Message], receive: Receive, rest: Message | None) -> Receive:
-    """A ``receive`` that gives the kept messages again, then (``rest``) the rest of the body,
-    then what the client sends (its disconnect)."""
-    queue = [*kept, *([rest] if rest is not None else [])]
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.client_left = True
+        elif message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            self.ended = not message.get("more_body", False)
+            if self.keeping and self.size <= self.limit:
+                self.kept.append(message)
+            else:
+                self.keeping, self.kept = False, []
+        return message
 
-    async def replaying() -> Message:
-        return queue.pop(0) if queue else await receive()
+    async def read_rest(self, seconds: float) -> bool:
+        """Read what the lost try had not (within ``seconds``); whether the whole body is kept."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self.keeping and not self.ended and not self.client_left:
+                    await self.receive()
+        return self.keeping and self.ended and not self.client_left
 
-    return replaying
+    def replay(self) -> Receive:
+        """A ``receive`` that gives the kept body again, then what the client sends next."""
+        queue = list(self.kept)
+
+        async def replaying() -> Message:
+            return queue.pop(0) if queue else await self.receive()
+
+        return replaying
 
 
 async def _unavailable(scope: Scope, send: Send) -> None:

@@ -18,14 +18,17 @@ a whole.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.main import create_app
+from app.reload import newest_version
 from app.safety_net import HEADER
 
 DEPLOYMENT = "Classifier"
@@ -43,7 +46,7 @@ class Classifier:
 
     def __serve_build_asgi_app__(self):
         self._app = create_app(self._settings)
-        return _one_request_id(self._app)
+        return _for_serve(self._app)
 
     async def check_health(self) -> None:
         """What ``/health`` calls dead, and a failed warm-up: Serve replaces the replica."""
@@ -55,26 +58,51 @@ class Classifier:
             raise RuntimeError(problem)
 
 
-def _one_request_id(app: ASGIApp) -> ASGIApp:
-    """``app`` without its own ``X-Request-ID`` answer header: Serve's proxy gives every
-    request one (the client's, or a new one) before the app sees it, which the app keeps and
-    names in its log, and adds it to the answer itself; two would be one too many."""
+def _for_serve(app: FastAPI) -> ASGIApp:
+    """``app`` as a replica serves it:
+
+    - its lifespan's startup completes once the model is warmed up (uvicorn reports ready
+      before, and ``/health/ready`` says when), so that Serve counts the replica as running
+      only when it answers at full speed; a failed warm-up fails the replica's start;
+    - its answers without its own ``X-Request-ID``: Serve's proxy gives every request one
+      (the client's, or a new one) before the app sees it, which the app keeps and names in
+      its log, and adds it to the answer itself; two would be one too many. (A client's id
+      that the app finds unfit, too long or with spaces, is replaced in the log only.)
+    """
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", ()) if k != HEADER]
                 message = {**message, "headers": kept}
+            elif message["type"] == "lifespan.startup.complete":
+                failure = await _warmed_up(app)
+                if failure:
+                    message = {"type": "lifespan.startup.failed", "message": failure}
             await send(message)
 
-        await app(scope, receive, sending if scope["type"] == "http" else send)
+        await app(scope, receive, sending if scope["type"] in ("http", "lifespan") else send)
 
     return wrapped
 
 
+async def _warmed_up(app: FastAPI) -> str | None:
+    """Wait for the model's warm-up; why it failed (``None``: it succeeded)."""
+    batcher = app.state.batcher
+    while not batcher.ready.is_set() and not batcher.failure:
+        await asyncio.sleep(0.05)
+    return batcher.failure
+
+
 def build(args: dict[str, Any]) -> Application:
-    """The Serve application for the config's ``args`` (the service's settings), checked here
-    so that a wrong setting fails ``serve deploy`` with its message, not a replica."""
+    """The Serve application for the config's ``args`` (the service's settings). A wrong
+    setting fails here (``serve status`` shows the application DEPLOY_FAILED with pydantic's
+    message naming it), not in every replica. The model version is resolved here, once: a
+    ``model_version`` of null means the newest in ``model_dir`` when the application is
+    deployed, and every replica, on every node, serves that one (settings the config does not
+    give are each node's ``CIFAR10_*`` environment or the defaults)."""
     settings = {k: v for k, v in args.items() if v is not None}
-    Settings(**settings)  # raises pydantic's ValidationError, naming the setting
+    checked = Settings(**settings)  # raises pydantic's ValidationError, naming the setting
+    if checked.model_version is None:
+        settings["model_version"] = newest_version(checked.model_dir)
     return Classifier.bind(settings)

@@ -5,8 +5,10 @@ Starts both: ``python -m app`` (as ``make serve`` does) and a one-node Ray clust
 application of ``deploy/ray/serve.yaml`` (one replica given every CPU, as the plain server has
 them; the same model, runtime and precision); then ``wrk`` uploads the test images to each in
 interleaved rounds at each connection count and reports the medians of requests/s, p50 and p99,
-and the memory: the plain server's RSS against the sum over every Ray process (GCS, raylet,
-dashboard and its agents, Serve's controller and proxy, the replica). Stop a training run
+and the memory: the plain server's PSS against the sum over every Ray process (GCS, raylet,
+dashboard and its agents, Serve's controller and proxy, the replica). Both run side by side
+(Ray's idle processes take a little CPU from the plain server's rounds too); access logs are
+off on both. Stop a training run
 first (SIGSTOP): these figures need the CPU to themselves.
 
     .venv/bin/python benchmarks/ray_serve.py --data /var/tmp/cifar10-data/cifar-10-batches-py
@@ -39,6 +41,7 @@ from benchmarks.serving import (  # noqa: E402
     write_wrk_requests,
 )
 from deploy.local_server import free_port  # noqa: E402
+from tests.helpers import stop_ray_cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -75,9 +78,10 @@ def wait_ready(base: str, timeout: float = 300) -> None:
     raise RuntimeError(f"{base} never became ready")
 
 
-def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int) -> tuple[int, int]:
-    """A one-node Ray cluster serving the config's application: (HTTP port, dashboard port)."""
-    gcs, dashboard, http = free_port(), free_port(), free_port()
+def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int, gcs: int) -> int:
+    """A one-node Ray cluster (GCS on port ``gcs``) serving the config's application, access
+    logs off (the plain server runs without them too): its HTTP port."""
+    dashboard, http = free_port(), free_port()
     env = {
         **os.environ,
         "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "app.ray_proxy:middlewares",
@@ -94,6 +98,7 @@ def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int) -> tuple[
     )
     config = yaml.safe_load((ROOT / "deploy" / "ray" / "serve.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=http)
+    config["logging_config"] = {"enable_access_log": False, "log_level": "WARNING"}
     application = config["applications"][0]
     runtime, precision = variant.split(":")
     application["args"].update(model_dir=str(model_dir), runtime=runtime, precision=precision)
@@ -109,12 +114,12 @@ def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int) -> tuple[
         check=True,
         capture_output=True,
     )
-    return http, dashboard
+    return http
 
 
-def ray_rss_mib(temp_dir: str) -> float:
-    """RSS of every process of the cluster: those whose command line names its temp folder,
-    and everything they started."""
+def ray_pss_mib(temp_dir: str) -> float:
+    """Proportional set size of every process of the cluster (those whose command line names
+    its temp folder, and everything they started): shared pages counted once in all."""
     roots = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -124,7 +129,7 @@ def ray_rss_mib(temp_dir: str) -> float:
     total = 0
     for p in procs.values():
         try:
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
         except psutil.Error:
             pass
     return total / 2**20
@@ -155,8 +160,9 @@ def main() -> int:
         Path(temp_dir) / "requests", png_payloads(args.data, args.images), raw=False
     )
     server, port = start_server(args.model_dir, args.variant)
+    gcs = free_port()
     try:
-        ray_port, _ = start_ray(args.model_dir.resolve(), args.variant, temp_dir, cpus)
+        ray_port = start_ray(args.model_dir.resolve(), args.variant, temp_dir, cpus, gcs)
         wait_ready(f"http://127.0.0.1:{port}")
         wait_ready(f"http://127.0.0.1:{ray_port}")
         targets = {"server": port, "ray_serve": ray_port}
@@ -172,8 +178,8 @@ def main() -> int:
             "rounds": args.rounds,
             "seconds": args.seconds,
             "memory_mib": {
-                "server_rss": psutil.Process(server.pid).memory_info().rss / 2**20,
-                "ray_node_rss": ray_rss_mib(temp_dir),
+                "server_pss": psutil.Process(server.pid).memory_full_info().pss / 2**20,
+                "ray_node_pss": ray_pss_mib(temp_dir),
             },
             "medians": {
                 target: {
@@ -202,7 +208,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True)
+        stop_ray_cluster(temp_dir, gcs)
         shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
 

@@ -3,6 +3,7 @@ settings, a tiny training configuration, and the real server as a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -306,3 +307,35 @@ class Load:
             "lost": [o for o in self.outcomes if o.startswith("lost")],
             "refused": [o for o in self.outcomes if o == "refused"],
         }
+
+
+def stop_ray_cluster(temp_dir: str, gcs_port: int) -> None:
+    """End a Ray cluster's processes (not ``ray stop``, which ends every cluster on the
+    machine): those naming its folder or its GCS port, and all under them; SIGTERM, then
+    SIGKILL after 10 s."""
+    import psutil
+
+    roots = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(temp_dir in a or a.endswith(f":{gcs_port}") for a in p.info["cmdline"] or ())
+        and p.pid != os.getpid()
+    ]
+    procs = {q.pid: q for r in roots for q in [r, *_children(r)]}.values()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _children(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []

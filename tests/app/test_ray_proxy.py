@@ -110,3 +110,45 @@ def test_the_budget_of_kept_bodies_is_shared_and_released():
 def test_what_the_proxy_loads_is_the_middleware():
     (middleware,) = middlewares()
     assert middleware.cls is RetryLostReplica
+
+
+def test_a_client_that_left_is_neither_retried_nor_answered():
+    async def leaving(scope, receive, send):
+        assert (await receive())["type"] == "http.disconnect"  # the client is gone
+
+    calls = []
+
+    async def proxy(scope, receive, send):
+        calls.append(1)
+        await leaving(scope, receive, send)
+
+    messages = [{"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    asyncio.run(RetryLostReplica(proxy)(scope, receive, send))
+    assert calls == [1] and sent == []
+
+
+def test_the_rest_of_a_body_the_lost_replica_had_not_read_is_read_before_the_second_try():
+    bodies = []
+
+    async def proxy(scope, receive, send):
+        message = await receive()
+        bodies.append(message["body"])
+        if len(bodies) == 1:
+            return  # lost after the first chunk
+        while message.get("more_body"):
+            message = await receive()
+            bodies[-1] += message["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": bodies[-1]})
+
+    status, _, body = _call(RetryLostReplica(proxy), "/predict", [b"one ", b"two ", b"three"])
+    assert status == 200 and body == b"one two three"

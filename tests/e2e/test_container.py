@@ -235,11 +235,12 @@ def test_three_protocols_answer_with_the_local_servers_labels(container, local):
 
 
 def test_the_image_holds_the_server_alone_and_nothing_of_the_build_host(image, report):
-    """No TensorFlow, training code or plotting in the image; the proxy's CA bundle and the
+    """No TensorFlow, training code, plotting or Ray in the image; the proxy's CA bundle and the
     build's pip settings, mounted into the build, did not stay."""
     probe = (
         "import importlib.util as u, pathlib, site, sys;"
-        "print([m for m in ('tensorflow', 'training', 'matplotlib', 'keras') if u.find_spec(m)]);"
+        "print([m for m in ('tensorflow', 'training', 'matplotlib', 'keras', 'ray')"
+        " if u.find_spec(m)]);"
         "p = pathlib.Path(site.getsitepackages()[0]);"
         "print(sum(f.stat().st_size for f in p.rglob('*') if f.is_file()))"
     )
