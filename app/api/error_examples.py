@@ -71,7 +71,7 @@ def examples(name: str, version: str, settings: Settings) -> dict[tuple[str, str
     # what each path calls the bad image: the upload's file name (one per example), the
     # protocols' tensor element or instance
     items = {
-        "predict": {"400": "cat.png", "413": "big.png", "415": "logo.svg"},
+        "predict": {"400": "photo.jpg", "413": "big.png", "415": "logo.svg"},
         "open_inference": dict.fromkeys(("400", "413", "415"), "image 0"),
         "tf_serving": dict.fromkeys(("400", "413", "415"), "instance 0"),
     }

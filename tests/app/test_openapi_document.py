@@ -195,7 +195,7 @@ def _provoke(client, method: str, path: str, status: int):
         return client.get(url) if wrong else None
     payload = {400: b"hello", 404: image_bytes(), 413: big, 415: SVG}.get(status)
     if path == "/predict":
-        name = {400: "cat.png", 413: "big.png", 415: "logo.svg"}.get(status, "x.png")
+        name = {400: "photo.jpg", 413: "big.png", 415: "logo.svg"}.get(status, "x.png")
         kind = "image/svg+xml" if status == 415 else "image/png"
         field = "other" if status == 422 else "file"
         return client.post(url, files={field: (name, payload or b"x", kind)})
