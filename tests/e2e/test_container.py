@@ -146,6 +146,13 @@ class Container:
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
 
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Until ``/health/ready`` answers 200 (fails if the container stops first)."""
+        deadline = time.monotonic() + timeout
+        while ready_status(self.base) != 200:
+            assert time.monotonic() < deadline and self.inspect("{{.State.Running}}") == "true"
+            time.sleep(0.2)
+
 
 def ready_status(base: str) -> int | None:
     try:
@@ -281,10 +288,7 @@ def test_server_memory_in_the_container(container, report):
 def test_stop_under_load_answers_every_connection_and_exits_0(image, report):
     c = Container(image)
     try:
-        deadline = time.monotonic() + 180
-        while ready_status(c.base) != 200:
-            assert time.monotonic() < deadline and c.inspect("{{.State.Running}}") == "true"
-            time.sleep(0.2)
+        c.wait_ready()
         png = (ROOT / "samples" / "ship.png").read_bytes()
         load = Load(c.port, *multipart_body("file", "ship.png", png), clients=16)
         load.wait_for(100)
@@ -342,10 +346,7 @@ def test_image_builds_with_no_network_from_a_wheelhouse(image, tmp_path, report)
     build_s = time.monotonic() - started
     c = Container(offline)
     try:
-        deadline = time.monotonic() + 180
-        while ready_status(c.base) != 200:
-            assert time.monotonic() < deadline and c.inspect("{{.State.Running}}") == "true"
-            time.sleep(0.2)
+        c.wait_ready()
         body, ctype = multipart_body(
             "file", "ship.png", (ROOT / "samples" / "ship.png").read_bytes()
         )
