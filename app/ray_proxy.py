@@ -9,11 +9,13 @@ request whose body was too large to keep, with a ``503`` and ``Retry-After``, in
 path's protocol, so that a client retries it. A client that left is neither answered nor
 retried.
 
-The body passes through as the proxy reads it (the replica's own limits, deadline and
-``100 Continue`` are untouched) and a copy is kept to send again: only up to
+The body passes through as Serve's proxy reads it (the proxy reads it whole as it comes, and
+answers ``100 Continue`` itself), and a copy is kept to send again: only up to
 ``RETRY_BODY_BYTES`` (one large upload of 32 images of the default limit does not fit; a
-CIFAR-10 image is a few KB), and all kept copies together within ``RETRY_BUDGET_BYTES``; a body
-beyond either is not kept, and its request is answered 503 if its replica is lost. Where the
+CIFAR-10 image is a few KB), and all kept copies together within ``RETRY_BUDGET_BYTES``,
+reserved chunk by chunk; a body beyond either is not kept, and its request is answered 503 if
+its replica is lost. The second try goes where Serve's router sends it: as a rule it has
+dropped the lost replica by then (``RETRY_DELAY_S``). Where the
 lost replica had not read the whole body, the rest is read before the second try, within
 ``RETRY_BODY_SECONDS``.
 
@@ -41,6 +43,7 @@ RETRY_BUDGET_BYTES = 64 * 1024 * 1024
 RETRY_BODY_SECONDS = 10.0
 RETRY_DELAY_S = 0.1  # before the second try: the router hears of the loss meanwhile
 LOST_MESSAGE = "the replica computing this request was lost; retry"
+SENT_AGAIN = "its replica was lost; sent again and answered"
 
 
 def middlewares() -> list[Middleware]:
@@ -66,25 +69,27 @@ class RetryLostReplica:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        declared = declared_length(headers.get(b"content-length"))
-        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-        size = declared if declared is not None else (self.max_body if chunked else 0)
-        keep = size <= self.max_body and self.budget.reserve(size)
-        body = _Copy(receive, self.max_body if keep else -1)
+        declared = declared_length(dict(scope["headers"]).get(b"content-length"))
+        too_large = declared is not None and declared > self.max_body
+        body = _Copy(receive, -1 if too_large else self.max_body, self.budget)
+        # each try its own scope: Serve's proxy rewrites the path and root_path of the one it
+        # is given; the second takes the first's headers (Serve's request id added to them)
+        first = {**scope, "headers": list(scope["headers"])}
         try:
-            if await self._try(scope, body.receive, send) or body.client_left:
+            if await self._try(first, body.receive, send) or body.client_left:
                 return
             log.warning("%s %s: its replica was lost", *_line(scope))
             if await body.read_rest(self.body_seconds):
                 await asyncio.sleep(RETRY_DELAY_S)
-                if await self._try(scope, body.replay(), send) or body.client_left:
+                second = {**scope, "headers": list(first["headers"])}
+                if await self._try(second, body.replay(), send):
+                    log.warning("%s %s: %s", *_line(scope), SENT_AGAIN)
                     return
-                log.warning("%s %s: lost again; answered 503", *_line(scope))
-            await _unavailable(scope, send)
+            if not body.client_left:
+                log.warning("%s %s: lost again, or not kept; answered 503", *_line(scope))
+                await _unavailable(first, send)
         finally:
-            if keep:
-                self.budget.release(size)
+            body.release()
 
     async def _try(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether the proxy started an answer (a lost replica leaves none started)."""
@@ -106,13 +111,14 @@ class RetryLostReplica:
 
 
 class _Copy:
-    """The request's body as the proxy reads it, a copy kept while ``keeping`` (up to ``limit``
-    bytes; -1: none)."""
+    """The request's body as the proxy reads it, a copy kept while ``keeping``: up to ``limit``
+    bytes (-1: none), each chunk's bytes reserved from ``budget`` as it comes (beyond it, no
+    copy); ``release`` gives them back."""
 
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self._receive, self.limit = receive, limit
+    def __init__(self, receive: Receive, limit: int, budget: BodyBudget) -> None:
+        self._receive, self.limit, self.budget = receive, limit, budget
         self.kept: list[Message] = []
-        self.size, self.ended, self.client_left = 0, False, False
+        self.size, self.held, self.ended, self.client_left = 0, 0, False, False
         self.keeping = limit >= 0
 
     async def receive(self) -> Message:
@@ -120,13 +126,20 @@ class _Copy:
         if message["type"] == "http.disconnect":
             self.client_left = True
         elif message["type"] == "http.request":
-            self.size += len(message.get("body", b""))
+            n = len(message.get("body", b""))
+            self.size += n
             self.ended = not message.get("more_body", False)
-            if self.keeping and self.size <= self.limit:
+            if self.keeping and self.size <= self.limit and self.budget.reserve(n):
                 self.kept.append(message)
+                self.held += n
             else:
                 self.keeping, self.kept = False, []
+                self.release()
         return message
+
+    def release(self) -> None:
+        self.budget.release(self.held)
+        self.held = 0
 
     async def read_rest(self, seconds: float) -> bool:
         """Read what the lost try had not (within ``seconds``); whether the whole body is kept."""

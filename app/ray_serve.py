@@ -32,6 +32,7 @@ from app.reload import newest_version
 from app.safety_net import HEADER
 
 DEPLOYMENT = "Classifier"
+WARM_UP_LIMIT_S = 600.0  # a replica whose model is not warm by then fails its start
 
 
 @serve.deployment(name=DEPLOYMENT)
@@ -86,23 +87,35 @@ def _for_serve(app: FastAPI) -> ASGIApp:
     return wrapped
 
 
-async def _warmed_up(app: FastAPI) -> str | None:
+async def _warmed_up(app: FastAPI, limit_s: float = WARM_UP_LIMIT_S) -> str | None:
     """Wait for the model's warm-up; why it failed (``None``: it succeeded)."""
     batcher = app.state.batcher
+    deadline = asyncio.get_running_loop().time() + limit_s
     while not batcher.ready.is_set() and not batcher.failure:
+        if asyncio.get_running_loop().time() > deadline:
+            return f"the model's warm-up did not finish within {limit_s:g} s"
         await asyncio.sleep(0.05)
     return batcher.failure
 
 
-def build(args: dict[str, Any]) -> Application:
-    """The Serve application for the config's ``args`` (the service's settings). A wrong
-    setting fails here (``serve status`` shows the application DEPLOY_FAILED with pydantic's
-    message naming it), not in every replica. The model version is resolved here, once: a
-    ``model_version`` of null means the newest in ``model_dir`` when the application is
-    deployed, and every replica, on every node, serves that one (settings the config does not
-    give are each node's ``CIFAR10_*`` environment or the defaults)."""
+def serve_settings(args: dict[str, Any]) -> dict[str, Any]:
+    """The replicas' settings from the config's ``args``: checked (pydantic's error names a
+    wrong one), and, unless the replicas poll for new versions (``model_poll_s``), the model
+    version pinned: a ``model_version`` of null is the newest in ``model_dir`` as the node
+    that builds the application sees it, and every replica, on every node, serves that one."""
     settings = {k: v for k, v in args.items() if v is not None}
-    checked = Settings(**settings)  # raises pydantic's ValidationError, naming the setting
-    if checked.model_version is None:
+    checked = Settings(**settings)
+    if checked.model_version is None and checked.model_poll_s == 0:
+        if not checked.model_dir.is_dir():
+            raise ValueError(f"model_dir {checked.model_dir} is not a folder on this node")
         settings["model_version"] = newest_version(checked.model_dir)
-    return Classifier.bind(settings)
+    return settings
+
+
+def build(args: dict[str, Any]) -> Application:
+    """The Serve application for the config's ``args`` (``serve_settings``). A wrong setting
+    fails here (``serve status`` shows the application DEPLOY_FAILED with the message naming
+    it), not in every replica. Serve builds again only when the config changes: to roll out a
+    new version, name it in ``model_version`` (or set ``model_poll_s``: each replica then
+    reloads on its own, as without Ray)."""
+    return Classifier.bind(serve_settings(args))

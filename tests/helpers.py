@@ -318,8 +318,7 @@ def stop_ray_cluster(temp_dir: str, gcs_port: int) -> None:
     roots = [
         p
         for p in psutil.process_iter(["cmdline"])
-        if any(temp_dir in a or a.endswith(f":{gcs_port}") for a in p.info["cmdline"] or ())
-        and p.pid != os.getpid()
+        if _of_cluster(p.info["cmdline"] or [], temp_dir, gcs_port) and p.pid != os.getpid()
     ]
     procs = {q.pid: q for r in roots for q in [r, *_children(r)]}.values()
     for p in procs:
@@ -330,6 +329,14 @@ def stop_ray_cluster(temp_dir: str, gcs_port: int) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=10)
+
+
+def _of_cluster(cmdline: list[str], temp_dir: str, gcs_port: int) -> bool:
+    """A process of the cluster: it names the cluster's folder, or it is Ray's and names the
+    cluster's GCS port."""
+    if any(temp_dir in a for a in cmdline):
+        return True
+    return any("ray" in a for a in cmdline) and any(a.endswith(f":{gcs_port}") for a in cmdline)
 
 
 def _children(process) -> list:

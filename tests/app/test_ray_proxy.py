@@ -152,3 +152,25 @@ def test_the_rest_of_a_body_the_lost_replica_had_not_read_is_read_before_the_sec
 
     status, _, body = _call(RetryLostReplica(proxy), "/predict", [b"one ", b"two ", b"three"])
     assert status == 200 and body == b"one two three"
+
+
+def test_each_try_has_its_own_scope_and_the_second_keeps_the_first_ones_request_id():
+    """Serve's proxy rewrites the path of the scope it is given (the route prefix moved to
+    root_path) and adds its request id to the headers: the second try must see the original
+    path, and the same id."""
+    seen = []
+
+    async def proxy(scope, receive, send):
+        seen.append((scope["path"], dict(scope["headers"]).get(b"x-request-id")))
+        if len(seen) == 1:
+            scope["headers"].append((b"x-request-id", b"serve-id"))
+            scope["path"], scope["root_path"] = "/predict", "/api"  # as Serve's proxy does
+            while (await receive()).get("more_body"):
+                pass
+            return  # lost
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    status, _, _ = _call(RetryLostReplica(proxy), "/api/predict", [b"x"], [])
+    assert status == 200
+    assert seen == [("/api/predict", None), ("/api/predict", b"serve-id")]
