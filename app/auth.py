@@ -77,18 +77,10 @@ def add_security_to_openapi(schema: dict) -> dict:
     Swagger UI's Authorize button sends the key with "Try it out"."""
     schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     for path, operations in schema.get("paths", {}).items():
-        protocol = path.startswith(("/v1", "/v2"))
-        error = "ProtocolError" if protocol else "ErrorResponse"
-        shaped = {"code": "unauthorized", "message": NO_KEY}
-        example = {"error": NO_KEY} if protocol else {"error": shaped}
+        error = "ProtocolError" if path.startswith(("/v1", "/v2")) else "ErrorResponse"
         unauthorized = {
             "description": "No API key, or not a valid one.",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{error}"},
-                    "example": example,
-                }
-            },
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{error}"}}},
             "headers": {
                 "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}},
                 "X-Request-ID": {"description": "The request's id.", "schema": {"type": "string"}},

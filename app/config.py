@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         gt=0,
         description="Per request body, any route; each inference route's cap is the smaller of "
         "this and what max_files images can take in its format (refused from Content-Length "
-        "before reading, and while streaming).",
+        "or while streaming; the rest of such a body is read and discarded within its deadline, "
+        "or the connection closed).",
     )
     max_buffered_bytes: int = Field(
         64 * 1024 * 1024,

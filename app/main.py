@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -147,10 +146,10 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     def openapi() -> dict:
         """The routes' document, completed with the served model and the limits (and the key
         schemes where keys are configured)."""
-        schema = complete_openapi(plain_openapi(), app.state.model, settings)
+        schema = plain_openapi()  # (a new copy each time)
         if app.state.api_keys.enabled:
-            schema = add_security_to_openapi(copy.deepcopy(schema))
-        return schema
+            schema = add_security_to_openapi(schema)
+        return complete_openapi(schema, app.state.model, settings)  # (its 401s' examples too)
 
     app.openapi = openapi
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the metrics count the HEAD as sent

@@ -10,6 +10,7 @@ model's name and version and the configured limits, as the server's answers do.
 
 from __future__ import annotations
 
+from app.auth import NO_KEY
 from app.config import Settings
 from app.images import ACCEPTED_MEDIA_TYPES
 from app.limits import MIN_BODY_BYTES_PER_S, readable_bytes, too_slow
@@ -44,6 +45,7 @@ def examples(name: str, version: str, settings: Settings) -> dict[tuple[str, str
     svg = f"SVG images are not supported; send {ACCEPTED_MEDIA_TYPES}"
     served = f"({name} version {version} is)"
     rows: dict[tuple[str, str], tuple] = {
+        ("*", "401"): ("unauthorized", NO_KEY),
         ("*", "408"): _error(too_slow(MIN_BODY_BYTES_PER_S, settings.body_grace_s)),
         ("*", "500"): ("internal_error", internal_error(EXAMPLE_REQUEST_ID)),
         ("*", "503"): ("model_not_loaded", "the model is not loaded yet"),
