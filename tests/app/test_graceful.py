@@ -14,7 +14,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.graceful import GracefulServer
+from app.graceful import GracefulServer, refuse_new_handshakes
 
 
 async def hello(scope, receive, send):
@@ -131,3 +131,50 @@ def test_stops_with_uvicorns_default_of_no_shutdown_timeout():
 
     asyncio.run(main())  # no TypeError from the idle grace's min(1.0, None)
     assert server.started
+
+
+def test_new_handshakes_are_dropped_and_made_connections_kept():
+    """After ``refuse_new_handshakes`` a connect gets no answer (its SYN is dropped, so no
+    connection can complete between the last accept and the close and be reset), while a
+    connection made before goes on both ways; on IPv4, and IPv6 where the machine has it."""
+    families = [(socket.AF_INET, "127.0.0.1")]
+    if _has_ipv6_loopback():
+        families.append((socket.AF_INET6, "::1"))
+    for family, host in families:
+        with socket.create_server((host, 0), family=family) as listener:
+            port = listener.getsockname()[1]
+            made = socket.create_connection((host, port), timeout=5)
+            accepted, _ = listener.accept()
+            assert refuse_new_handshakes(listener)
+            with made, accepted:
+                made.sendall(b"ping")
+                assert accepted.recv(4) == b"ping"
+                accepted.sendall(b"pong")
+                assert made.recv(4) == b"pong"
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                raise AssertionError("a new connection was made through the filter")
+            except TimeoutError:
+                pass
+            listener.setblocking(False)
+            try:
+                listener.accept()
+                raise AssertionError("a connection was queued through the filter")
+            except BlockingIOError:
+                pass
+
+
+def test_no_filter_on_a_unix_socket(tmp_path):
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "s"))
+        listener.listen()
+        assert refuse_new_handshakes(listener) is False
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
