@@ -11,7 +11,16 @@ dashboard and its agents, Serve's controller and proxy, the replica). Both run s
 off on both. Stop a training run
 first (SIGSTOP): these figures need the CPU to themselves.
 
-    .venv/bin/python benchmarks/ray_serve.py --data /var/tmp/cifar10-data/cifar-10-batches-py
+``--serve-batch`` deploys a second application beside it, at ``/serve-batch``: the same replica
+with Ray's ``@serve.batch`` in place of the service's batcher
+(``benchmarks/ray_serve_batch.py``), measured in the same interleaved rounds (the node then
+declares twice the CPUs, so that both replicas get every CPU as the plain server has them).
+``--worker-node`` then measures memory per node: a second node joins, the application is
+scaled to a replica on each, and the processes that the second node brought are summed (PSS,
+and RSS: what the node would need on a machine of its own lies between the two).
+
+    .venv/bin/python benchmarks/ray_serve.py --data /var/tmp/cifar10-data/cifar-10-batches-py \
+        --serve-batch --worker-node
 """
 
 from __future__ import annotations
@@ -47,13 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def wrk(port: int, requests_dir: Path, clients: int, seconds: int) -> dict:
+def wrk(port: int, requests_dir: Path, clients: int, seconds: int, path: str) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
         + [f"http://127.0.0.1:{port}"],
         capture_output=True,
         text=True,
-        env={**os.environ, "WRK_REQUESTS_DIR": str(requests_dir), "WRK_PATH": "/predict"},
+        env={**os.environ, "WRK_REQUESTS_DIR": str(requests_dir), "WRK_PATH": path},
         check=True,
     ).stdout
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
@@ -78,18 +87,31 @@ def wait_ready(base: str, timeout: float = 300) -> None:
     raise RuntimeError(f"{base} never became ready")
 
 
-def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int, gcs: int) -> int:
-    """A one-node Ray cluster (GCS on port ``gcs``) serving the config's application, access
-    logs off (the plain server runs without them too): its HTTP port."""
+ENV = {
+    **os.environ,
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "app.ray_proxy:middlewares",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def start_ray(
+    model_dir: Path,
+    variant: str,
+    temp_dir: str,
+    cpus: int,
+    gcs: int,
+    serve_batch: float | None,
+) -> tuple[int, int, dict]:
+    """A one-node Ray cluster (GCS on port ``gcs``) serving the config's application (and the
+    ``@serve.batch`` one at ``/serve-batch``), access logs off (the plain server runs without
+    them too, waiting ``serve_batch`` ms for company): its HTTP and dashboard ports, and the
+    config deployed."""
     dashboard, http = free_port(), free_port()
-    env = {
-        **os.environ,
-        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "app.ray_proxy:middlewares",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
+    env = ENV
+    node_cpus = cpus * (1 if serve_batch is None else 2)
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1"]
-        + ["--port", str(gcs), "--num-cpus", str(cpus), "--dashboard-host", "127.0.0.1"]
+        + ["--port", str(gcs), "--num-cpus", str(node_cpus), "--dashboard-host", "127.0.0.1"]
         + ["--dashboard-port", str(dashboard), "--temp-dir", temp_dir, "--disable-usage-stats"],
         cwd=ROOT,
         env=env,
@@ -105,31 +127,88 @@ def start_ray(model_dir: Path, variant: str, temp_dir: str, cpus: int, gcs: int)
     deployment = application["deployments"][0]
     deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
     deployment["ray_actor_options"]["num_cpus"] = cpus
+    if serve_batch is not None:
+        batched = {
+            **application,
+            "name": "cifar10_serve_batch",
+            "route_prefix": "/serve-batch",
+            "import_path": "benchmarks.ray_serve_batch:build",
+            "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}},
+            "args": {**application["args"], "max_batch_wait_ms": serve_batch},
+        }
+        config["applications"].append(yaml.safe_load(yaml.safe_dump(batched)))  # (a deep copy)
+    serve_deploy(config, temp_dir, dashboard)
+    return http, dashboard, config
+
+
+def serve_deploy(config: dict, temp_dir: str, dashboard: int) -> None:
     path = Path(temp_dir) / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     subprocess.run(
         [str(BIN / "serve"), "deploy", str(path), "--address", f"http://127.0.0.1:{dashboard}"],
         cwd=ROOT,
-        env=env,
+        env=ENV,
         check=True,
         capture_output=True,
     )
-    return http
 
 
-def ray_pss_mib(temp_dir: str) -> float:
-    """Proportional set size of every process of the cluster (those whose command line names
-    its temp folder, and everything they started): shared pages counted once in all."""
+def running_replicas(dashboard: int, application: str = "cifar10") -> int:
+    out = subprocess.run(
+        [str(BIN / "serve"), "status", "--address", f"http://127.0.0.1:{dashboard}"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    app = (yaml.safe_load(out).get("applications") or {}).get(application) or {}
+    deployment = (app.get("deployments") or {}).get("Classifier") or {}
+    return (deployment.get("replica_states") or {}).get("RUNNING", 0)
+
+
+def worker_node_memory(config: dict, temp_dir: str, gcs: int, dashboard: int, cpus: int) -> dict:
+    """A second node joins and the application is scaled to two replicas, one per node
+    (``max_replicas_per_node: 1``); the processes that appeared meanwhile are the second
+    node's: their PSS and RSS summed, in MiB."""
+    before = {p.pid for p in cluster_processes(temp_dir)}
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", "--node-ip-address"]
+        + ["127.0.0.1", "--num-cpus", str(cpus), "--disable-usage-stats"],
+        cwd=ROOT,
+        env={**ENV, "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(free_port())},
+        check=True,
+        capture_output=True,
+    )
+    deployment = config["applications"][0]["deployments"][0]
+    deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    serve_deploy(config, temp_dir, dashboard)
+    deadline = time.monotonic() + 300
+    while running_replicas(dashboard) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the second replica never started on the second node")
+        time.sleep(2)
+    time.sleep(5)  # the new replica's model is loaded and warm: steady state
+    new = [p for p in cluster_processes(temp_dir) if p.pid not in before]
+    return {"pss": _sum_mib(new, "pss"), "rss": _sum_mib(new, "rss"), "processes": len(new)}
+
+
+def cluster_processes(temp_dir: str) -> list[psutil.Process]:
+    """Every process of the cluster: those whose command line names its temp folder, and
+    everything they started."""
     roots = [
         p
         for p in psutil.process_iter(["cmdline"])
         if any(temp_dir in a for a in p.info["cmdline"] or ())
     ]
-    procs = {p.pid: p for r in roots for p in [r, *r.children(recursive=True)]}
+    return list({p.pid: p for r in roots for p in [r, *r.children(recursive=True)]}.values())
+
+
+def _sum_mib(procs: list[psutil.Process], field: str) -> float:
     total = 0
-    for p in procs.values():
+    for p in procs:
         try:
-            total += p.memory_full_info().pss
+            total += getattr(p.memory_full_info(), field)
         except psutil.Error:
             pass
     return total / 2**20
@@ -153,6 +232,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--serve-batch", action="store_true", help="also Ray's @serve.batch")
+    ap.add_argument(
+        "--serve-batch-wait-ms",
+        type=float,
+        default=0.0,
+        help="@serve.batch's wait for company (the batcher's default: 0; Ray's: 10)",
+    )
+    ap.add_argument("--worker-node", action="store_true", help="then memory per node")
     args = ap.parse_args()
     cpus = os.cpu_count() or 1
     temp_dir = tempfile.mkdtemp(prefix="raybench-", dir="/tmp")
@@ -162,24 +249,36 @@ def main() -> int:
     server, port = start_server(args.model_dir, args.variant)
     gcs = free_port()
     try:
-        ray_port = start_ray(args.model_dir.resolve(), args.variant, temp_dir, cpus, gcs)
-        wait_ready(f"http://127.0.0.1:{port}")
-        wait_ready(f"http://127.0.0.1:{ray_port}")
-        targets = {"server": port, "ray_serve": ray_port}
+        ray_port, dashboard, config = start_ray(
+            args.model_dir.resolve(),
+            args.variant,
+            temp_dir,
+            cpus,
+            gcs,
+            args.serve_batch_wait_ms if args.serve_batch else None,
+        )
+        targets = {"server": (port, ""), "ray_serve": (ray_port, "")}
+        if args.serve_batch:
+            targets["ray_serve_batch"] = (ray_port, "/serve-batch")
+        for target_port, prefix in targets.values():
+            wait_ready(f"http://127.0.0.1:{target_port}{prefix}")
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
-        for _ in range(args.rounds):  # interleaved: the machine's drift hits both alike
+        for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
-                for target, target_port in targets.items():
-                    result = wrk(target_port, requests_dir, int(clients), args.seconds)
+                for target, (target_port, prefix) in targets.items():
+                    path = f"{prefix}/predict"
+                    result = wrk(target_port, requests_dir, int(clients), args.seconds, path)
                     rounds[target][clients].append(result)
         report = {
             "cpu": cpu_report(),
             "variant": args.variant,
+            "serve_batch_wait_ms": args.serve_batch_wait_ms if args.serve_batch else None,
             "rounds": args.rounds,
             "seconds": args.seconds,
             "memory_mib": {
                 "server_pss": psutil.Process(server.pid).memory_full_info().pss / 2**20,
-                "ray_node_pss": ray_pss_mib(temp_dir),
+                "ray_node_pss": _sum_mib(cluster_processes(temp_dir), "pss"),
+                "replicas_on_that_node": len(config["applications"]),
             },
             "medians": {
                 target: {
@@ -192,15 +291,22 @@ def main() -> int:
                 for target, by_clients in rounds.items()
             },
         }
-        report["ray_over_server"] = {
-            clients: {
-                "throughput": report["medians"]["ray_serve"][clients]["throughput"]
-                / report["medians"]["server"][clients]["throughput"],
-                "p50": report["medians"]["ray_serve"][clients]["p50_ms"]
-                / report["medians"]["server"][clients]["p50_ms"],
+        server_medians = report["medians"]["server"]
+        report["over_server"] = {
+            target: {
+                clients: {
+                    "throughput": m["throughput"] / server_medians[clients]["throughput"],
+                    "p50": m["p50_ms"] / server_medians[clients]["p50_ms"],
+                }
+                for clients, m in report["medians"][target].items()
             }
-            for clients in report["medians"]["server"]
+            for target in targets
+            if target != "server"
         }
+        if args.worker_node:
+            report["memory_mib"]["worker_node"] = worker_node_memory(
+                config, temp_dir, gcs, dashboard, cpus
+            )
         text = json.dumps(_rounded(report), indent=1)
         print(text)
         if args.json:
