@@ -8,13 +8,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import sys
 import threading
 
+import pytest
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.graceful import GracefulServer, refuse_new_handshakes
+import app.graceful
+from app.graceful import (
+    _DROP_SYN,
+    _SO_ATTACH_FILTER,
+    GracefulServer,
+    _SockFprog,
+    handshakes_under_way,
+    refuse_new_handshakes,
+)
 
 
 async def hello(scope, receive, send):
@@ -133,6 +143,12 @@ def test_stops_with_uvicorns_default_of_no_shutdown_timeout():
     assert server.started
 
 
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="socket filters (SO_ATTACH_FILTER) are Linux's"
+)
+
+
+@linux_only
 def test_new_handshakes_are_dropped_and_made_connections_kept():
     """After ``refuse_new_handshakes`` a connect gets no answer (its SYN is dropped, so no
     connection can complete between the last accept and the close and be reset), while a
@@ -162,6 +178,80 @@ def test_new_handshakes_are_dropped_and_made_connections_kept():
                 raise AssertionError("a connection was queued through the filter")
             except BlockingIOError:
                 pass
+
+
+@linux_only
+def test_the_filter_keeps_every_packet_but_a_bare_syn():
+    """On a client's socket the same program must let the server's SYN-ACK (SYN and ACK set)
+    and every later packet through: a program that dropped more would fail this connect."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        program = _SockFprog(len(_DROP_SYN), _DROP_SYN)
+        client.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(program))
+        client.settimeout(5)
+        with client:
+            client.connect(listener.getsockname())
+            accepted, _ = listener.accept()
+            with accepted:
+                accepted.sendall(b"x" * 100_000)
+                got = b""
+                while len(got) < 100_000:
+                    got += client.recv(65536)
+                assert got == b"x" * 100_000
+
+
+def test_handshakes_under_way_counts_syn_recv_on_the_ports(tmp_path):
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+    tcp = tmp_path / "tcp"
+    tcp.write_text(
+        header
+        + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n"  # listen
+        + "   1: 0100007F:1F90 0100007F:D431 03 00000000:00000000 01:00000064 00000000\n"  # begun
+        + "   2: 0100007F:1F90 0100007F:D432 01 00000000:00000000 00:00000000 00000000\n"  # made
+        + "   3: 0100007F:1F91 0100007F:D433 03 00000000:00000000 01:00000064 00000000\n"  # other
+    )
+    tcp6 = tmp_path / "tcp6"
+    tcp6.write_text(
+        header
+        + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D434 03"
+        + " 00000000:00000000 01:00000064 00000000\n"
+    )
+    assert handshakes_under_way({0x1F90}, (str(tcp), str(tcp6))) == 2
+    assert handshakes_under_way({0x1F91}, (str(tcp), str(tcp6))) == 1
+    assert handshakes_under_way({80}, (str(tcp), str(tcp6))) == 0
+    assert handshakes_under_way({0x1F90}, (str(tmp_path / "none"),)) is None
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_stop_filters_its_own_listener_before_taking_the_queue(monkeypatch, shared):
+    """The filter goes on before the queue is taken (else a connection could complete after
+    the last accept); a listener passed in (shared with other workers) gets none."""
+    calls = []
+    take = GracefulServer._take_queued
+
+    def refuse(listener):
+        calls.append("filter")
+        return True
+
+    async def taking(self, loop, listener):
+        calls.append("take")
+        return await take(self, loop, listener)
+
+    monkeypatch.setattr(app.graceful, "refuse_new_handshakes", refuse)
+    monkeypatch.setattr(GracefulServer, "_take_queued", taking)
+    cfg = uvicorn.Config(hello, host="127.0.0.1", port=0, log_level="warning")
+    server = GracefulServer(cfg)
+    sockets = [socket.create_server(("127.0.0.1", 0))] if shared else None
+
+    async def main():
+        task = asyncio.create_task(server.serve(sockets=sockets))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert calls == (["take"] if shared else ["filter", "take"])
 
 
 def test_no_filter_on_a_unix_socket(tmp_path):

@@ -1,0 +1,50 @@
+"""The model on LitServe (https://lightning.ai/docs/litserve), as its documentation recommends
+for batched CPU inference: a ``LitAPI`` with ``decode_request``/``batch``/``predict``/
+``unbatch``/``encode_response``, ``max_batch_size`` and a ``batch_timeout``, one worker process;
+an upload arrives as the multipart field ``file`` at ``/predict``."""
+
+from __future__ import annotations
+
+import litserve as ls
+import numpy as np
+
+from benchmarks.peer_apps.common import answer, arguments, decode, load
+
+BATCH_TIMEOUT_S = 0.0  # LitServe's default, and this server's (CIFAR10_MAX_BATCH_WAIT_MS=0)
+
+
+class Classifier(ls.LitAPI):
+    def __init__(self, args, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.args = args
+
+    def setup(self, device) -> None:
+        self.model = load(self.args.model_dir, self.args.variant, self.args.max_batch_size)
+
+    def decode_request(self, request):
+        upload = request["file"]
+        return decode(self.model, upload.file.read(), upload.filename or "upload")
+
+    def batch(self, inputs):
+        return np.stack(inputs)
+
+    def predict(self, x):
+        return self.model.predict(x)
+
+    def unbatch(self, output):
+        return list(output)
+
+    def encode_response(self, output):
+        return answer(self.model, output)
+
+
+if __name__ == "__main__":
+    args = arguments()
+    api = Classifier(
+        args,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=BATCH_TIMEOUT_S,
+        api_path="/predict",
+    )
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
+    server.run(host="127.0.0.1", port=args.port, generate_client_file=False)

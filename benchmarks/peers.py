@@ -1,0 +1,310 @@
+"""This project's server against the model servers people would pick instead, on the same
+model, machine and load (issue 45).
+
+Each peer serves version N's OpenVINO copy (``--variant``) from a small app of its own under
+``benchmarks/peer_apps/``, written as the peer's documentation recommends for batched CPU
+inference, with the peer's own batching on at the same maximum batch size (16), and the
+project's own loading and decoding (``benchmarks/peer_apps/common.py``: the same OpenVINO threads
+and one stream, ``app.png``/``app.images``). Each peer is installed by this script into a venv
+of its own under ``--venvs`` (its package pinned; the project there without its dependencies,
+and this venv's packages visible behind the peer's own, so that only what the peer needs
+differently is installed); a peer that cannot install is reported skipped, with pip's reason.
+Ray Serve runs this project's own application (``deploy/ray/serve.yaml``, one node, one
+replica: ``benchmarks/ray_serve.py``) from this venv.
+
+First every target answers the ten samples, and its labels are compared with this server's (a
+peer whose labels differ is reported, not ranked); then ``wrk`` posts multipart uploads of the
+test images to each in interleaved rounds at each connection count: medians of requests/s, p50
+and p99, CPU seconds per request of the target's processes (all of them: a peer's worker
+processes, a Ray node), and the peak RSS of those processes summed (sampled every 0.2 s).
+Stop a training run first (SIGSTOP).
+
+    .venv/bin/python benchmarks/peers.py --data /var/tmp/cifar10-data/cifar-10-batches-py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.cpu import cpu_report  # noqa: E402
+from benchmarks.ray_serve import cluster_processes, start_ray, wrk  # noqa: E402
+from benchmarks.serving import png_payloads, start_server, write_wrk_requests  # noqa: E402
+from deploy.local_server import free_port  # noqa: E402
+from tests.helpers import stop_ray_cluster  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "samples").glob("*.png"))
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    packages: tuple[str, ...]  # pinned, as the issue names them
+    app: str  # the module under benchmarks/peer_apps/ that serves the model
+
+
+PEERS = {
+    "litserve": Peer("litserve", ("litserve==0.2.19",), "benchmarks.peer_apps.litserve_app"),
+}
+RAY_SERVE = "ray_serve"
+
+
+def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
+    """The peer's venv's python, made if missing; ``(None, reason)`` if it cannot be."""
+    venv = venvs / peer.name
+    python = venv / "bin" / "python"
+    marker = venv / "installed.txt"
+    wanted = "\n".join(peer.packages)
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python, ""
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = Path(
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            text=True,
+        ).strip()
+    )
+    # this venv's packages behind the peer's own: pip installs only what the peer needs anew
+    (site / "zz_project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    for argv in (list(peer.packages), ["--no-deps", "-e", str(ROOT)]):
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *argv],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            return None, f"pip install {' '.join(argv)} failed: {done.stderr.strip()[-600:]}"
+    marker.write_text(wanted)
+    return python, ""
+
+
+def start_peer(peer: Peer, python: Path, model_dir: Path, variant: str, batch: int):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(python), "-m", peer.app, "--model-dir", str(model_dir), "--variant", variant]
+        + ["--port", str(port), "--max-batch-size", str(batch)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, port
+
+
+def labels_of(port: int, prefix: str = "", timeout: float = 300, proc=None) -> list[str]:
+    """The label each sample gets from ``/predict`` (waiting for the target to answer)."""
+    deadline = time.monotonic() + timeout
+    out = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}{prefix}", timeout=30) as client:
+        for sample in SAMPLES:
+            while True:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                try:
+                    r = client.post("/predict", files={"file": (sample.name, sample.read_bytes())})
+                    if r.status_code == 200:
+                        out.append(r.json()["label"])
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer from port {port} within {timeout:g} s")
+                time.sleep(1)
+    return out
+
+
+class Watch:
+    """CPU seconds and peak summed RSS of a set of processes (``procs()`` called anew each
+    time: a peer may start workers late)."""
+
+    def __init__(self, procs) -> None:
+        self.procs, self.peak_rss, self._stop = procs, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_rss = max(self.peak_rss, _sum(self.procs(), "rss"))
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.procs():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _sum(procs: list[psutil.Process], field: str) -> int:
+    total = 0
+    for p in procs:
+        try:
+            total += getattr(p.memory_info(), field)
+        except psutil.Error:
+            pass
+    return total
+
+
+def tree(pid: int):
+    def procs() -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    return procs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "cifar10-resnet50")
+    ap.add_argument("--variant", default="openvino:int8")
+    ap.add_argument("--peers", default=",".join([*PEERS, RAY_SERVE]))
+    ap.add_argument("--venvs", type=Path, default=Path("/var/tmp/cifar10-peers"))
+    ap.add_argument("--data", help="CIFAR-10 python folder (default: the ten samples)")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--clients", default="1,32,128")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--max-batch-size", type=int, default=16)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    model_dir = args.model_dir.resolve()
+    wanted = [p for p in args.peers.split(",") if p]
+    unknown = set(wanted) - {*PEERS, RAY_SERVE}
+    if unknown:
+        ap.error(f"unknown peers: {sorted(unknown)} (known: {[*PEERS, RAY_SERVE]})")
+    temp_dir = tempfile.mkdtemp(prefix="peers-", dir="/tmp")
+    requests_dir = write_wrk_requests(
+        Path(temp_dir) / "requests", png_payloads(args.data, args.images), raw=False
+    )
+    report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
+    targets: dict = {}  # name -> (port, path prefix, processes, stop)
+    gcs = None
+    try:
+        server, port = start_server(model_dir, args.variant, batch_cap=args.max_batch_size)
+        targets["server"] = (port, "", tree(server.pid), server)
+        for name in wanted:
+            if name == RAY_SERVE:
+                gcs = free_port()
+                ray_port, _, _ = start_ray(
+                    model_dir, args.variant, temp_dir, os.cpu_count() or 1, gcs, None
+                )
+                targets[name] = (ray_port, "", lambda: cluster_processes(temp_dir), None)
+                continue
+            python, reason = ensure_venv(PEERS[name], args.venvs)
+            if python is None:
+                report["skipped"][name] = reason
+                continue
+            proc, peer_port = start_peer(
+                PEERS[name], python, model_dir, args.variant, args.max_batch_size
+            )
+            targets[name] = (peer_port, "", tree(proc.pid), proc)
+        labels = {}
+        for name, (port, prefix, _, proc) in list(targets.items()):
+            try:
+                labels[name] = labels_of(port, prefix, proc=proc if name != "server" else None)
+            except RuntimeError as exc:
+                report["skipped"][name] = f"did not serve: {exc}"
+                del targets[name]
+        rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
+        for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
+            for clients in args.clients.split(","):
+                for name, (port, prefix, procs, _) in targets.items():
+                    watch = Watch(procs)
+                    before = watch.cpu_s()
+                    path = f"{prefix}/predict"
+                    result = wrk(port, requests_dir, int(clients), args.seconds, path)
+                    cpu = watch.cpu_s() - before
+                    watch.stop()
+                    requests = result["throughput"] * args.seconds
+                    result["cpu_ms_per_request"] = 1000 * cpu / requests if requests else None
+                    result["peak_rss_mib"] = watch.peak_rss / 2**20
+                    rounds[name][clients].append(result)
+        for name, by_clients in rounds.items():
+            report["targets"][name] = {
+                "labels_match_server": labels[name] == labels["server"],
+                "labels": labels[name],
+                "by_connections": {
+                    clients: {
+                        key: statistics.median(r[key] for r in results)
+                        if key != "peak_rss_mib"
+                        else max(r[key] for r in results)
+                        for key in (
+                            "throughput",
+                            "p50_ms",
+                            "p99_ms",
+                            "errors",
+                            "cpu_ms_per_request",
+                            "peak_rss_mib",
+                        )  # fmt: skip
+                    }
+                    for clients, results in by_clients.items()
+                },
+            }
+        server_medians = report["targets"]["server"]["by_connections"]
+        for target in report["targets"].values():
+            target["over_server"] = {
+                clients: {
+                    "throughput": m["throughput"] / server_medians[clients]["throughput"],
+                    "p50": m["p50_ms"] / server_medians[clients]["p50_ms"],
+                    "p99": m["p99_ms"] / server_medians[clients]["p99_ms"],
+                }
+                for clients, m in target["by_connections"].items()
+            }
+        text = json.dumps(_rounded(report), indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text)
+    finally:
+        for _, _, _, proc in targets.values():
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if gcs is not None:
+            stop_ray_cluster(temp_dir, gcs)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 0
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
