@@ -44,6 +44,7 @@ RETRY_BODY_SECONDS = 10.0
 RETRY_DELAY_S = 0.1  # before the second try: the router hears of the loss meanwhile
 LOST_MESSAGE = "the replica computing this request was lost; retry"
 SENT_AGAIN = "its replica was lost; sent again and answered"
+ANSWERED_503 = "lost again, or not kept; answered 503"
 
 
 def middlewares() -> list[Middleware]:
@@ -86,7 +87,7 @@ class RetryLostReplica:
                     log.warning("%s %s: %s", *_line(scope), SENT_AGAIN)
                     return
             if not body.client_left:
-                log.warning("%s %s: lost again, or not kept; answered 503", *_line(scope))
+                log.warning("%s %s: %s", *_line(scope), ANSWERED_503)
                 await _unavailable(first, send)
         finally:
             body.release()

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -170,6 +171,35 @@ def _sum(procs: list[psutil.Process], field: str) -> int:
     return total
 
 
+def signal_all(procs: list[psutil.Process], sig: int) -> None:
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def end_tree(pid: int) -> None:
+    """End a target and every process under it (a peer's workers outlive a parent that
+    only gets SIGTERM): SIGTERM, then SIGKILL after 30 s."""
+    procs = tree(pid)()
+    signal_all(procs, signal.SIGCONT)
+    signal_all(procs, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    signal_all(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
+
+
+def idle_cpu(procs, seconds: float = 3.0) -> float:
+    """CPU seconds per second the target's processes take with no request."""
+    watch = Watch(procs)
+    before = watch.cpu_s()
+    time.sleep(seconds)
+    used = watch.cpu_s() - before
+    watch.stop()
+    return used / seconds
+
+
 def tree(pid: int):
     def procs() -> list[psutil.Process]:
         try:
@@ -205,10 +235,12 @@ def main() -> int:
         Path(temp_dir) / "requests", png_payloads(args.data, args.images), raw=False
     )
     report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
-    targets: dict = {}  # name -> (port, path prefix, processes, stop)
+    targets: dict = {}  # name -> (port, path prefix, its processes, its Popen)
+    started: list[subprocess.Popen] = []  # ended at the end, whatever happened
     gcs = None
     try:
         server, port = start_server(model_dir, args.variant, batch_cap=args.max_batch_size)
+        started.append(server)
         targets["server"] = (port, "", tree(server.pid), server)
         for name in wanted:
             if name == RAY_SERVE:
@@ -225,6 +257,7 @@ def main() -> int:
             proc, peer_port = start_peer(
                 PEERS[name], python, model_dir, args.variant, args.max_batch_size
             )
+            started.append(proc)
             targets[name] = (peer_port, "", tree(proc.pid), proc)
         labels = {}
         for name, (port, prefix, _, proc) in list(targets.items()):
@@ -233,10 +266,26 @@ def main() -> int:
             except RuntimeError as exc:
                 report["skipped"][name] = f"did not serve: {exc}"
                 del targets[name]
+        for name, (_, _, procs, _) in targets.items():
+            report["targets"][name] = {"idle_cpu_per_s": idle_cpu(procs)}
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
+        order = list(targets)
         for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
-                for name, (port, prefix, procs, _) in targets.items():
+                for name in order:
+                    port, prefix, procs, _ = targets[name]
+                    # the others paused: an idle peer may poll (LitServe does), and what
+                    # the last run left queued is done before this one (not Ray's many
+                    # processes, whose heartbeats a pause would miss: its idle cost is in
+                    # ``idle_cpu_per_s``)
+                    paused = [
+                        p
+                        for other, (_, _, others, _) in targets.items()
+                        if other not in (name, RAY_SERVE)
+                        for p in others()
+                    ]
+                    time.sleep(1)
+                    signal_all(paused, signal.SIGSTOP)
                     watch = Watch(procs)
                     before = watch.cpu_s()
                     path = f"{prefix}/predict"
@@ -246,9 +295,11 @@ def main() -> int:
                     requests = result["throughput"] * args.seconds
                     result["cpu_ms_per_request"] = 1000 * cpu / requests if requests else None
                     result["peak_rss_mib"] = watch.peak_rss / 2**20
+                    signal_all(paused, signal.SIGCONT)
                     rounds[name][clients].append(result)
+                order = order[1:] + order[:1]  # each target follows each other in turn
         for name, by_clients in rounds.items():
-            report["targets"][name] = {
+            report["targets"][name] |= {
                 "labels_match_server": labels[name] == labels["server"],
                 "labels": labels[name],
                 "by_connections": {
@@ -283,13 +334,9 @@ def main() -> int:
         if args.json:
             args.json.write_text(text)
     finally:
-        for _, _, _, proc in targets.values():
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for proc in started:
+            end_tree(proc.pid)
+            proc.wait()
         if gcs is not None:
             stop_ray_cluster(temp_dir, gcs)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -167,16 +167,30 @@ def running_replicas(dashboard: int, application: str = "cifar10") -> int:
     return (deployment.get("replica_states") or {}).get("RUNNING", 0)
 
 
-def worker_node_memory(config: dict, temp_dir: str, gcs: int, dashboard: int, cpus: int) -> dict:
+def mean_batch(port: int, prefix: str) -> float | None:
+    """Images per model call so far, from the target's ``/metrics``."""
+    text = httpx.get(f"http://127.0.0.1:{port}{prefix}/metrics", timeout=10).text
+    values = dict(
+        line.split(" ", 1) for line in text.splitlines() if line.startswith("inference_batch_size_")
+    )
+    calls = float(values.get("inference_batch_size_count", 0))
+    return float(values["inference_batch_size_sum"]) / calls if calls else None
+
+
+def worker_node_memory(
+    config: dict, temp_dir: str, gcs: int, dashboard: int, cpus: int, requests_dir: Path
+) -> dict:
     """A second node joins and the application is scaled to two replicas, one per node
-    (``max_replicas_per_node: 1``); the processes that appeared meanwhile are the second
-    node's: their PSS and RSS summed, in MiB."""
+    (``max_replicas_per_node: 1``); after a load through the new node's proxy (which keeps
+    its requests on its own node's replica), the processes that appeared meanwhile, less any
+    under the head's raylet, are the second node's: their PSS and RSS summed, in MiB."""
     before = {p.pid for p in cluster_processes(temp_dir)}
+    worker_port = free_port()
     subprocess.run(
         [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", "--node-ip-address"]
         + ["127.0.0.1", "--num-cpus", str(cpus), "--disable-usage-stats"],
         cwd=ROOT,
-        env={**ENV, "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(free_port())},
+        env={**ENV, "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(worker_port)},
         check=True,
         capture_output=True,
     )
@@ -188,9 +202,30 @@ def worker_node_memory(config: dict, temp_dir: str, gcs: int, dashboard: int, cp
         if time.monotonic() > deadline:
             raise RuntimeError("the second replica never started on the second node")
         time.sleep(2)
-    time.sleep(5)  # the new replica's model is loaded and warm: steady state
-    new = [p for p in cluster_processes(temp_dir) if p.pid not in before]
-    return {"pss": _sum_mib(new, "pss"), "rss": _sum_mib(new, "rss"), "processes": len(new)}
+    wait_ready(f"http://127.0.0.1:{worker_port}")
+    load = wrk(worker_port, requests_dir, 32, 6, "/predict")
+    head = {p.pid for p in _head_raylet_tree(before)}
+    new = [p for p in cluster_processes(temp_dir) if p.pid not in before and p.pid not in head]
+    return {
+        "pss": _sum_mib(new, "pss"),
+        "rss": _sum_mib(new, "rss"),
+        "processes": len(new),
+        "after_requests_per_s": load["throughput"],
+    }
+
+
+def _head_raylet_tree(head_pids: set[int]) -> list[psutil.Process]:
+    """The head node's raylet (one of ``head_pids``) and everything under it now (the
+    head's new workers)."""
+    out = []
+    for pid in head_pids:
+        try:
+            p = psutil.Process(pid)
+            if "raylet" in p.name():
+                out += [p, *p.children(recursive=True)]
+        except psutil.Error:
+            pass
+    return out
 
 
 def cluster_processes(temp_dir: str) -> list[psutil.Process]:
@@ -263,12 +298,16 @@ def main() -> int:
         for target_port, prefix in targets.values():
             wait_ready(f"http://127.0.0.1:{target_port}{prefix}")
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
+        order = list(targets)
         for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
-                for target, (target_port, prefix) in targets.items():
+                for target in order:
+                    target_port, prefix = targets[target]
                     path = f"{prefix}/predict"
                     result = wrk(target_port, requests_dir, int(clients), args.seconds, path)
                     rounds[target][clients].append(result)
+                    time.sleep(2)  # what the last run left queued is done before the next
+            order = order[1:] + order[:1]  # each target follows each other in turn
         report = {
             "cpu": cpu_report(),
             "variant": args.variant,
@@ -291,6 +330,13 @@ def main() -> int:
                 for target, by_clients in rounds.items()
             },
         }
+        report["all_answered_200"] = all(
+            r["errors"] == 0 for t in rounds.values() for rs in t.values() for r in rs
+        )
+        report["mean_batch"] = {  # from each target's /metrics: model calls and their images
+            target: mean_batch(target_port, prefix)
+            for target, (target_port, prefix) in targets.items()
+        }
         server_medians = report["medians"]["server"]
         report["over_server"] = {
             target: {
@@ -305,7 +351,7 @@ def main() -> int:
         }
         if args.worker_node:
             report["memory_mib"]["worker_node"] = worker_node_memory(
-                config, temp_dir, gcs, dashboard, cpus
+                config, temp_dir, gcs, dashboard, cpus, requests_dir
             )
         text = json.dumps(_rounded(report), indent=1)
         print(text)

@@ -7,13 +7,17 @@ that once the model is warm every inference request goes through ``_infer``, a
 ``@serve.batch`` method: Serve gathers the calls on the replica's event loop, up to the
 service's ``max_batch_size`` images, waiting at most ``max_batch_wait_ms`` for company, and one
 batch at a time (``max_concurrent_batches=1``) runs the same model call in a thread while the
-loop goes on parsing. Not for serving: the batcher's timeouts, queue limit, version tags on
-reload and health are bypassed.
+loop goes on parsing; it records the batch sizes and model time in the batcher's metrics, as
+the batcher does (``benchmarks/ray_serve.py`` reads them: the batches were Serve's). Not for
+serving: the batcher's per-request timeout, queue limit and queue-wait figures, version tags
+on reload and health are bypassed (less work per request than the batcher does), and a
+request of more images than ``max_batch_size`` fails where the batcher splits it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 from ray import serve
@@ -48,7 +52,7 @@ class ServeBatchClassifier(Classifier.func_or_class):
         return wrapped
 
     def _through_serve_batch(self, batcher) -> None:
-        self._predict = batcher._predict
+        self._predict, self._metrics = batcher._predict, batcher._metrics
 
         async def submit_tagged(images, want=None, timeout=None):
             return await self._infer(images), batcher._tag
@@ -57,7 +61,12 @@ class ServeBatchClassifier(Classifier.func_or_class):
 
     @serve.batch(max_concurrent_batches=1, batch_size_fn=_images)
     async def _infer(self, calls: list[np.ndarray]) -> list[np.ndarray]:
-        probs = await asyncio.to_thread(self._predict, np.concatenate(calls))
+        images = np.concatenate(calls)
+        started = time.perf_counter()
+        probs = await asyncio.to_thread(self._predict, images)
+        if self._metrics is not None:  # the batcher's own figures, as it records them
+            self._metrics.inference_time.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(len(images))
         return np.split(probs, np.cumsum([len(c) for c in calls])[:-1])
 
 

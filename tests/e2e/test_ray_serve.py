@@ -41,7 +41,7 @@ import httpx
 import pytest
 import yaml
 
-from app.ray_proxy import RETRY_BODY_BYTES, SENT_AGAIN
+from app.ray_proxy import ANSWERED_503, RETRY_BODY_BYTES, SENT_AGAIN
 from deploy.local_server import free_port, multipart_body
 from tests.app.test_malformed_inputs import BODY_ROWS, IMAGE_ROWS, PROTOCOLS, URLS
 from tests.helpers import CLASS_NAMES, ROOT, stop_ray_cluster, until
@@ -168,6 +168,8 @@ class RayCluster:
 
         until(settled, timeout=180)
         until(lambda: _status(self.base, "/health/ready") == 200, timeout=60)
+        worker = f"http://127.0.0.1:{self.worker_http_port}"
+        until(lambda: _status(worker, "/-/healthz") == 200, timeout=60)  # its proxy too
 
     def served(self, replica: dict) -> int:
         """Requests the replica (an actor of ``replicas()``) has answered, by its access log."""
@@ -176,13 +178,14 @@ class RayCluster:
         log = logs / f"replica_cifar10_Classifier_{replica_id}.log"
         return log.read_text().count(" -- POST ") if log.exists() else 0
 
-    def lost_and_retried(self) -> int:
-        """Lines of the proxies' log (their processes' stderr) that say a request's replica
-        was lost and the request, sent again, was answered (a line may be in two files: at
-        least, not a count)."""
+    def proxy_lines(self, words: str) -> int:
+        """Lines of the proxies' log (their processes' stderr) with ``words``: ``SENT_AGAIN``
+        (a request's replica was lost, and the request, sent again, was answered) or
+        ``ANSWERED_503`` (not kept, or lost again: answered 503). A line may be in two
+        files: at least, not a count."""
         logs = Path(self.temp_dir, "session_latest", "logs")
         return sum(
-            p.read_text(errors="replace").count(SENT_AGAIN)
+            p.read_text(errors="replace").count(words)
             for p in logs.rglob("*")
             if p.is_file() and p.suffix in (".log", ".err", ".out")
         )
@@ -318,9 +321,9 @@ class Load:
     """``clients`` threads posting ``samples/ship.png`` to ``/predict``, each on a new
     connection, the first ``large`` of them with the image padded beyond what the proxy keeps
     to send again (``_padded``: the same pixels); a 503 is retried once after its
-    Retry-After. Each request ends as ``answered`` (200, label ship), ``retried`` (503, then
-    200 ship), ``refused twice``, ``wrong`` (a 200 with another label) or ``lost: ...``
-    (anything else)."""
+    Retry-After. Each request ends as ``answered`` (200, label ship), ``retried`` or
+    ``retried large`` (503, then 200 ship; by the kind of client), ``refused twice``,
+    ``wrong`` (a 200 with another label) or ``lost: ...`` (anything else)."""
 
     def __init__(self, port: int, clients: int = 16, large: int = 0) -> None:
         png = (ROOT / "samples" / "ship.png").read_bytes()
@@ -331,7 +334,8 @@ class Load:
         self.port, self.outcomes = port, Counter()
         self._stop, self._lock = threading.Event(), threading.Lock()
         self._threads = [
-            threading.Thread(target=self._client, args=(body,)) for body in self.bodies
+            threading.Thread(target=self._client, args=(body, i < large))
+            for i, body in enumerate(self.bodies)
         ]
         for t in self._threads:
             t.start()
@@ -351,13 +355,14 @@ class Load:
         finally:
             conn.close()
 
-    def _client(self, body: tuple[bytes, str]) -> None:
+    def _client(self, body: tuple[bytes, str], large: bool) -> None:
         while not self._stop.is_set():
             status, detail = self._post(body)
             if status == 503 and detail:
                 time.sleep(float(detail))
                 status, detail = self._post(body)
-                outcome = "retried" if (status, detail) == (200, "ship") else "refused twice"
+                retried = "retried large" if large else "retried"
+                outcome = retried if (status, detail) == (200, "ship") else "refused twice"
             elif status == 200:
                 outcome = "answered" if detail == "ship" else "wrong"
             else:
@@ -423,7 +428,8 @@ def test_faults_under_load_lose_nothing(cluster, tmp_path, record):
         victim = next(r for r in cluster.replicas() if r["node_id"] != head)
         served = cluster.served(victim)
         until(lambda: cluster.served(victim) >= served + 20, timeout=120)  # it has its share
-        retried_before = cluster.lost_and_retried()
+        retried_before = cluster.proxy_lines(SENT_AGAIN)
+        refused_before = cluster.proxy_lines(ANSWERED_503)
         os.kill(victim["pid"], signal.SIGKILL)
         killed = time.monotonic()
         until(lambda: _replaced(cluster, victim["pid"]), timeout=120)
@@ -438,12 +444,15 @@ def test_faults_under_load_lose_nothing(cluster, tmp_path, record):
         until(lambda: load.total() >= before + 200, timeout=180)
     finally:
         outcomes = load.stop()
-    retried = cluster.lost_and_retried() - retried_before
+    retried = cluster.proxy_lines(SENT_AGAIN) - retried_before
+    refused = cluster.proxy_lines(ANSWERED_503) - refused_before
     timings = {"replica_restored_s": round(restored, 1), "node_processes_killed": processes}
-    record("faults", {**timings, **outcomes, "sent_again_by_the_proxy": retried})
-    assert set(outcomes) <= {"answered", "retried"}, outcomes
+    by_proxy = {"sent_again_by_the_proxy": retried, "answered_503_by_the_proxy": refused}
+    record("faults", {**timings, **outcomes, **by_proxy})
+    assert set(outcomes) <= {"answered", "retried", "retried large"}, outcomes
     assert retried >= 1  # requests in flight on what was killed were sent again, answered
-    assert outcomes["retried"] >= 1  # large ones refused with 503, answered on the retry
+    # large ones in flight, not kept: the proxy answered 503, the client's retry got a 200
+    assert refused >= 1 and outcomes["retried large"] >= 1
     assert outcomes["answered"] >= 300
     assert restored < 60
     assert _status(cluster.base, "/health/ready") == 200  # the head's replica serves on

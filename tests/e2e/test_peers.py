@@ -1,0 +1,61 @@
+"""``benchmarks/peers.py`` end to end on the tiny model with one peer, LitServe (the cheapest to
+install: a few packages beside what the project has), in a venv the script makes: the report's
+shape and the invariants it could break. Its figures are for the real model on a quiet machine
+(docs/benchmarks.md), not a test's. Needs ``wrk`` and the package registry (CI has both)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt install wrk)")
+def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tmp_path):
+    out = tmp_path / "peers.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/peers.py", "--model-dir", str(tiny_model_root)]
+        + ["--variant", "openvino:f32", "--peers", "litserve", "--venvs", str(tmp_path / "venvs")]
+        + ["--rounds", "2", "--seconds", "1", "--clients", "1,4", "--images", "8"]
+        + ["--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["skipped"] == {}, report["skipped"]
+    assert set(report["targets"]) == {"server", "litserve"}
+    assert "flags" in report["cpu"] and report["variant"] == "openvino:f32"
+    server = report["targets"]["server"]
+    for name, target in report["targets"].items():
+        assert len(target["labels"]) == 10  # one per sample
+        assert target["labels"] == server["labels"], name  # the same model and decoding
+        assert target["labels_match_server"] is True
+        assert set(target["by_connections"]) == set(target["over_server"]) == {"1", "4"}
+        for clients, m in target["by_connections"].items():
+            assert m["errors"] == 0, (name, clients)
+            assert m["throughput"] > 0 and 0 < m["p50_ms"] <= m["p99_ms"]
+            assert m["cpu_ms_per_request"] > 0 and m["peak_rss_mib"] > 10
+            ratio = target["over_server"][clients]
+            expected = m["throughput"] / server["by_connections"][clients]["throughput"]
+            assert abs(ratio["throughput"] - round(expected, 3)) <= 0.002
+    for ratio in server["over_server"].values():
+        assert ratio == {"throughput": 1.0, "p50": 1.0, "p99": 1.0}
+    # the peer ran in the venv the script made, with the peer's pinned package in it
+    venv = tmp_path / "venvs" / "litserve"
+    assert (venv / "installed.txt").read_text() == "litserve==0.2.19"
+    check = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import litserve; print(litserve.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout.strip() == "0.2.19", check.stderr
