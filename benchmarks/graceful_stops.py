@@ -14,8 +14,6 @@ connection, how many were lost in all, and the CPU. To measure the stop before t
 ``--tiny`` serves the tests' tiny model: answered sooner, more connections open and close per
 second, so more of them meet the moment the listener closes (the served ResNet50 lost none in
 25 stops before and after the SYN filter; the tiny model 4 in 75 before, none in 100 after).
-The loss is rare and comes in runs: 100 stops of the old stop started the way
-``benchmarks/serving.py`` starts the server (access log off) lost none.
 """
 
 from __future__ import annotations
