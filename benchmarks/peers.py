@@ -15,9 +15,13 @@ replica: ``benchmarks/ray_serve.py``) from this venv.
 First every target answers the ten samples, and its labels are compared with this server's (a
 peer whose labels differ is reported, not ranked); then ``wrk`` posts multipart uploads of the
 test images to each in interleaved rounds at each connection count: medians of requests/s, p50
-and p99, CPU seconds per request of the target's processes (all of them: a peer's worker
-processes, a Ray node), and the peak RSS of those processes summed (sampled every 0.2 s).
-Stop a training run first (SIGSTOP).
+and p99, CPU seconds of the target's processes (all of them: a peer's worker processes, a
+Ray node) per answer wrk counted, the peak RSS of those processes summed (sampled every 0.2 s;
+shared pages counted in each) and their PSS summed at each run's end (shared pages split),
+wrk's errors summed over the rounds. Before each run the other targets are paused (SIGSTOP;
+not Ray's processes, whose heartbeats a pause would miss: their idle CPU is reported) and the
+target's own CPU is back to its idle level. A peer whose labels differ gets no ratios. Stop a
+training run first (SIGSTOP).
 
     .venv/bin/python benchmarks/peers.py --data /var/tmp/cifar10-data/cifar-10-batches-py
 """
@@ -76,7 +80,9 @@ def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python, ""
     shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        return None, f"python -m venv failed: {made.stderr.strip()[-600:]}"
     site = Path(
         subprocess.check_output(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -97,7 +103,9 @@ def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
     return python, ""
 
 
-def start_peer(peer: Peer, python: Path, model_dir: Path, variant: str, batch: int):
+def start_peer(peer: Peer, python: Path, model_dir: Path, variant: str, batch: int, log: Path):
+    """The peer's app on a free port, its output to ``log`` (a pipe nobody reads would fill
+    and block it)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(python), "-m", peer.app, "--model-dir", str(model_dir), "--variant", variant]
@@ -105,13 +113,14 @@ def start_peer(peer: Peer, python: Path, model_dir: Path, variant: str, batch: i
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log.open("w"),
     )
     return proc, port
 
 
-def labels_of(port: int, prefix: str = "", timeout: float = 300, proc=None) -> list[str]:
+def labels_of(
+    port: int, prefix: str = "", timeout: float = 300, proc=None, log: Path | None = None
+) -> list[str]:
     """The label each sample gets from ``/predict`` (waiting for the target to answer)."""
     deadline = time.monotonic() + timeout
     out = []
@@ -119,7 +128,8 @@ def labels_of(port: int, prefix: str = "", timeout: float = 300, proc=None) -> l
         for sample in SAMPLES:
             while True:
                 if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                    output = log.read_text(errors="replace")[-2000:] if log else ""
+                    raise RuntimeError(f"exited {proc.returncode}: {output}")
                 try:
                     r = client.post("/predict", files={"file": (sample.name, sample.read_bytes())})
                     if r.status_code == 200:
@@ -134,11 +144,12 @@ def labels_of(port: int, prefix: str = "", timeout: float = 300, proc=None) -> l
 
 
 class Watch:
-    """CPU seconds and peak summed RSS of a set of processes (``procs()`` called anew each
-    time: a peer may start workers late)."""
+    """CPU seconds and peak summed RSS of the processes ``procs()`` names when it starts (all
+    of a target's by the time it is measured: it has answered the samples)."""
 
     def __init__(self, procs) -> None:
-        self.procs, self.peak_rss, self._stop = procs, 0, threading.Event()
+        fixed = procs()
+        self.procs, self.peak_rss, self._stop = (lambda: fixed), 0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
@@ -162,13 +173,24 @@ class Watch:
 
 
 def _sum(procs: list[psutil.Process], field: str) -> int:
+    """``field`` of ``memory_info`` (``rss``) or, for ``pss``, of ``memory_full_info`` (shared
+    pages split between the processes that map them), summed."""
     total = 0
     for p in procs:
         try:
-            total += getattr(p.memory_info(), field)
+            info = p.memory_full_info() if field == "pss" else p.memory_info()
+            total += getattr(info, field)
         except psutil.Error:
             pass
     return total
+
+
+def settle(procs, idle: float, limit_s: float = 10.0) -> None:
+    """Wait until the processes are back to their idle CPU (what the last run left queued is
+    done), at most ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and idle_cpu(procs, 0.5) > idle + 0.1:
+        pass
 
 
 def signal_all(procs: list[psutil.Process], sig: int) -> None:
@@ -230,6 +252,9 @@ def main() -> int:
     unknown = set(wanted) - {*PEERS, RAY_SERVE}
     if unknown:
         ap.error(f"unknown peers: {sorted(unknown)} (known: {[*PEERS, RAY_SERVE]})")
+    if RAY_SERVE in wanted and args.max_batch_size != 16:
+        ap.error("ray_serve serves deploy/ray/serve.yaml's max_batch_size, 16")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below still runs
     temp_dir = tempfile.mkdtemp(prefix="peers-", dir="/tmp")
     requests_dir = write_wrk_requests(
         Path(temp_dir) / "requests", png_payloads(args.data, args.images), raw=False
@@ -237,9 +262,12 @@ def main() -> int:
     report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
     targets: dict = {}  # name -> (port, path prefix, its processes, its Popen)
     started: list[subprocess.Popen] = []  # ended at the end, whatever happened
+    logs: dict[str, Path] = {}
     gcs = None
     try:
-        server, port = start_server(model_dir, args.variant, batch_cap=args.max_batch_size)
+        server, port = start_server(
+            model_dir, args.variant, batch_cap=args.max_batch_size, streams=1
+        )
         started.append(server)
         targets["server"] = (port, "", tree(server.pid), server)
         for name in wanted:
@@ -254,15 +282,17 @@ def main() -> int:
             if python is None:
                 report["skipped"][name] = reason
                 continue
+            log = Path(temp_dir) / f"{name}.log"
             proc, peer_port = start_peer(
-                PEERS[name], python, model_dir, args.variant, args.max_batch_size
+                PEERS[name], python, model_dir, args.variant, args.max_batch_size, log
             )
             started.append(proc)
+            logs[name] = log
             targets[name] = (peer_port, "", tree(proc.pid), proc)
-        labels = {}
-        for name, (port, prefix, _, proc) in list(targets.items()):
+        labels = {"server": labels_of(port)}  # (this server failing is an error, not a skip)
+        for name, (peer_port, prefix, _, proc) in list(targets.items())[1:]:
             try:
-                labels[name] = labels_of(port, prefix, proc=proc if name != "server" else None)
+                labels[name] = labels_of(peer_port, prefix, proc=proc, log=logs.get(name))
             except RuntimeError as exc:
                 report["skipped"][name] = f"did not serve: {exc}"
                 del targets[name]
@@ -284,17 +314,18 @@ def main() -> int:
                         if other not in (name, RAY_SERVE)
                         for p in others()
                     ]
-                    time.sleep(1)
                     signal_all(paused, signal.SIGSTOP)
+                    settle(procs, report["targets"][name]["idle_cpu_per_s"])
                     watch = Watch(procs)
                     before = watch.cpu_s()
                     path = f"{prefix}/predict"
                     result = wrk(port, requests_dir, int(clients), args.seconds, path)
                     cpu = watch.cpu_s() - before
                     watch.stop()
-                    requests = result["throughput"] * args.seconds
+                    requests = result["requests"]  # wrk's count of answers
                     result["cpu_ms_per_request"] = 1000 * cpu / requests if requests else None
                     result["peak_rss_mib"] = watch.peak_rss / 2**20
+                    result["pss_mib"] = _sum(watch.procs(), "pss") / 2**20
                     signal_all(paused, signal.SIGCONT)
                     rounds[name][clients].append(result)
                 order = order[1:] + order[:1]  # each target follows each other in turn
@@ -304,23 +335,22 @@ def main() -> int:
                 "labels": labels[name],
                 "by_connections": {
                     clients: {
-                        key: statistics.median(r[key] for r in results)
-                        if key != "peak_rss_mib"
-                        else max(r[key] for r in results)
-                        for key in (
-                            "throughput",
-                            "p50_ms",
-                            "p99_ms",
-                            "errors",
-                            "cpu_ms_per_request",
-                            "peak_rss_mib",
-                        )  # fmt: skip
+                        **{
+                            key: statistics.median(r[key] for r in results)
+                            for key in ("throughput", "p50_ms", "p99_ms", "cpu_ms_per_request")
+                        },
+                        "errors": sum(r["errors"] for r in results),  # in all the rounds
+                        "errors_per_round": [r["errors"] for r in results],
+                        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+                        "pss_mib": max(r["pss_mib"] for r in results),
                     }
                     for clients, results in by_clients.items()
                 },
             }
         server_medians = report["targets"]["server"]["by_connections"]
         for target in report["targets"].values():
+            if not target["labels_match_server"]:
+                continue  # reported, not ranked
             target["over_server"] = {
                 clients: {
                     "throughput": m["throughput"] / server_medians[clients]["throughput"],

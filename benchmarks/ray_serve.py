@@ -72,6 +72,7 @@ def wrk(port: int, requests_dir: Path, clients: int, seconds: int, path: str) ->
         "p50_ms": summary["p50_us"] / 1000,
         "p99_ms": summary["p99_us"] / 1000,
         "errors": errors,
+        "requests": summary["requests"],
     }
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from tests.helpers import ROOT
@@ -37,6 +38,7 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
     assert "flags" in report["cpu"] and report["variant"] == "openvino:f32"
     server = report["targets"]["server"]
     for name, target in report["targets"].items():
+        assert 0 <= target["idle_cpu_per_s"] < 2, name
         assert len(target["labels"]) == 10  # one per sample
         assert target["labels"] == server["labels"], name  # the same model and decoding
         assert target["labels_match_server"] is True
@@ -44,12 +46,21 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
         for clients, m in target["by_connections"].items():
             assert m["errors"] == 0, (name, clients)
             assert m["throughput"] > 0 and 0 < m["p50_ms"] <= m["p99_ms"]
-            assert m["cpu_ms_per_request"] > 0 and m["peak_rss_mib"] > 10
+            assert m["cpu_ms_per_request"] > 0 and m["peak_rss_mib"] >= m["pss_mib"] > 10
+            assert m["errors_per_round"] == [0, 0]
             ratio = target["over_server"][clients]
             expected = m["throughput"] / server["by_connections"][clients]["throughput"]
             assert abs(ratio["throughput"] - round(expected, 3)) <= 0.002
     for ratio in server["over_server"].values():
         assert ratio == {"throughput": 1.0, "p50": 1.0, "p99": 1.0}
+    # nothing of the peer left running, or stopped (the script pauses the targets in turn)
+    venvs = str(tmp_path / "venvs")
+    left = [
+        p.info
+        for p in psutil.process_iter(["pid", "cmdline", "status"])
+        if any(venvs in a for a in p.info["cmdline"] or ())
+    ]
+    assert left == []
     # the peer ran in the venv the script made, with the peer's pinned package in it
     venv = tmp_path / "venvs" / "litserve"
     assert (venv / "installed.txt").read_text() == "litserve==0.2.19"
