@@ -29,17 +29,20 @@ training run first (SIGSTOP).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,23 +53,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.cpu import cpu_report  # noqa: E402
 from benchmarks.ray_serve import cluster_processes, start_ray, wrk  # noqa: E402
-from benchmarks.serving import png_payloads, start_server, write_wrk_requests  # noqa: E402
-from deploy.local_server import free_port  # noqa: E402
+from benchmarks.serving import png_payloads, start_server  # noqa: E402
+from deploy.local_server import free_port, multipart_body  # noqa: E402
 from tests.helpers import stop_ray_cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "samples").glob("*.png"))
 
 
+# How a target is sent an image, and where: what each peer's documentation makes its way (an
+# upload, or the Open Inference Protocol where that is all the peer speaks); this server is
+# measured in every way a chosen peer is, and each peer is compared with it in its own way.
+MULTIPART, V2_JSON, V2_BINARY = "multipart", "v2-json", "v2-binary"
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str
-    packages: tuple[str, ...]  # pinned, as the issue names them
+    packages: tuple[str, ...]  # pinned, as the issue names them (and any fix they need)
     app: str  # the module under benchmarks/peer_apps/ that serves the model
+    protocol: str = MULTIPART
 
 
 PEERS = {
     "litserve": Peer("litserve", ("litserve==0.2.19",), "benchmarks.peer_apps.litserve_app"),
+    "bentoml": Peer("bentoml", ("bentoml==1.4.40",), "benchmarks.peer_apps.bentoml_app"),
+    # MLServer 1.7.1's worker calls ``asyncio.get_event_loop()`` with no loop set, which
+    # uvloop 0.22 and later (this project's) refuse: its worker died at start (measured)
+    "mlserver": Peer(
+        "mlserver",
+        ("mlserver==1.7.1", "uvloop==0.21.0"),
+        "benchmarks.peer_apps.mlserver_app",
+        V2_JSON,
+    ),
+    "pytriton": Peer(
+        "pytriton", ("nvidia-pytriton==0.7.0",), "benchmarks.peer_apps.pytriton_app", V2_BINARY
+    ),
 }
 RAY_SERVE = "ray_serve"
 
@@ -105,35 +127,88 @@ def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
 
 def start_peer(peer: Peer, python: Path, model_dir: Path, variant: str, batch: int, log: Path):
     """The peer's app on a free port, its output to ``log`` (a pipe nobody reads would fill
-    and block it)."""
+    and block it), its temporary files beside the log (removed with them)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(python), "-m", peer.app, "--model-dir", str(model_dir), "--variant", variant]
-        + ["--port", str(port), "--max-batch-size", str(batch)],
+        + ["--port", str(port), "--max-batch-size", str(batch), "--model-name", model_dir.name],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(log.parent)},
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
     )
     return proc, port
 
 
+def inference_path(protocol: str, model_name: str) -> str:
+    return "/predict" if protocol == MULTIPART else f"/v2/models/{model_name}/infer"
+
+
+def request_of(protocol: str, png: bytes) -> tuple[bytes, dict[str, str]]:
+    """One image's request body and headers: an upload (field ``file``), or an Open Inference
+    Protocol request with the PNG as a ``BYTES`` tensor (base64 in JSON, or raw with Triton's
+    binary-data extension), the answer's ``probabilities`` in JSON."""
+    if protocol == MULTIPART:
+        body, content_type = multipart_body("file", "x.png", png)
+        return body, {"Content-Type": content_type}
+    if protocol == V2_JSON:
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES"}
+        body = json.dumps({"inputs": [tensor | {"data": [base64.b64encode(png).decode()]}]})
+        return body.encode(), {"Content-Type": "application/json"}
+    blob = struct.pack("<I", len(png)) + png  # a BYTES element: its length, then its bytes
+    tensor = {"name": "image", "shape": [1, 1], "datatype": "BYTES"}
+    header = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": len(blob)}}]})
+    return header.encode() + blob, {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header.encode())),
+    }
+
+
+def write_requests(folder: Path, protocol: str, payloads: list[bytes]) -> Path:
+    """The request bodies for ``wrk_upload.lua``, each with its headers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, png in enumerate(payloads):
+        body, headers = request_of(protocol, png)
+        (folder / f"body_{i}").write_bytes(body)
+        (folder / f"type_{i}").write_text(headers.pop("Content-Type"))
+        if headers:
+            (folder / f"headers_{i}").write_text("".join(f"{k}: {v}\n" for k, v in headers.items()))
+    return folder
+
+
+def label_of(protocol: str, answer, names: list[str]) -> str:
+    """The top class of one answer: ``/predict``'s label (BentoML answers a list of the one
+    answer, as a batchable API answers the list it was sent), or the class of the largest
+    ``probabilities``."""
+    if protocol == MULTIPART:
+        return (answer[0] if isinstance(answer, list) else answer)["label"]
+    (probabilities,) = [o["data"] for o in answer["outputs"] if o["name"] == "probabilities"]
+    return names[max(range(len(probabilities)), key=probabilities.__getitem__)]
+
+
 def labels_of(
-    port: int, prefix: str = "", timeout: float = 300, proc=None, log: Path | None = None
+    port: int,
+    path: str = "/predict",
+    protocol: str = MULTIPART,
+    names: list[str] | None = None,
+    timeout: float = 300,
+    proc=None,
+    log: Path | None = None,
 ) -> list[str]:
-    """The label each sample gets from ``/predict`` (waiting for the target to answer)."""
+    """The label each sample gets (waiting for the target to answer)."""
     deadline = time.monotonic() + timeout
     out = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}{prefix}", timeout=30) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         for sample in SAMPLES:
+            body, headers = request_of(protocol, sample.read_bytes())
             while True:
                 if proc is not None and proc.poll() is not None:
                     output = log.read_text(errors="replace")[-2000:] if log else ""
                     raise RuntimeError(f"exited {proc.returncode}: {output}")
                 try:
-                    r = client.post("/predict", files={"file": (sample.name, sample.read_bytes())})
+                    r = client.post(path, content=body, headers=headers)
                     if r.status_code == 200:
-                        out.append(r.json()["label"])
+                        out.append(label_of(protocol, r.json(), names or []))
                         break
                 except httpx.HTTPError:
                     pass
@@ -141,6 +216,14 @@ def labels_of(
                     raise RuntimeError(f"no answer from port {port} within {timeout:g} s")
                 time.sleep(1)
     return out
+
+
+def class_names(port: int) -> list[str]:
+    """The model's classes in output order, from this server's ``/predict`` answer."""
+    body, headers = request_of(MULTIPART, SAMPLES[0].read_bytes())
+    r = httpx.post(f"http://127.0.0.1:{port}/predict", content=body, headers=headers, timeout=30)
+    r.raise_for_status()
+    return list(r.json()["probabilities"])
 
 
 class Watch:
@@ -233,6 +316,21 @@ def tree(pid: int):
     return procs
 
 
+@dataclass
+class Target:
+    port: int
+    path: str  # where it is sent images
+    protocol: str  # how: MULTIPART, V2_JSON or V2_BINARY
+    procs: Callable[[], list[psutil.Process]]  # all its processes
+    proc: subprocess.Popen | None = None  # what this script started (None: Ray's cluster)
+    log: Path | None = None
+
+
+def server_name(protocol: str) -> str:
+    """This server's target for a protocol: ``server`` for uploads, ``server (v2-json)``..."""
+    return "server" if protocol == MULTIPART else f"server ({protocol})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "cifar10-resnet50")
@@ -256,81 +354,96 @@ def main() -> int:
         ap.error("ray_serve serves deploy/ray/serve.yaml's max_batch_size, 16")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below still runs
     temp_dir = tempfile.mkdtemp(prefix="peers-", dir="/tmp")
-    requests_dir = write_wrk_requests(
-        Path(temp_dir) / "requests", png_payloads(args.data, args.images), raw=False
+    protocols = [MULTIPART] + sorted(
+        {PEERS[name].protocol for name in wanted if name in PEERS} - {MULTIPART}
     )
+    payloads = png_payloads(args.data, args.images)
+    requests = {
+        protocol: write_requests(Path(temp_dir) / f"requests-{protocol}", protocol, payloads)
+        for protocol in protocols
+    }
     report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
-    targets: dict = {}  # name -> (port, path prefix, its processes, its Popen)
+    targets: dict[str, Target] = {}
     started: list[subprocess.Popen] = []  # ended at the end, whatever happened
-    logs: dict[str, Path] = {}
     gcs = None
     try:
         server, port = start_server(
             model_dir, args.variant, batch_cap=args.max_batch_size, streams=1
         )
         started.append(server)
-        targets["server"] = (port, "", tree(server.pid), server)
+        for protocol in protocols:  # one process, measured in each way a peer is
+            path = inference_path(protocol, model_dir.name)
+            targets[server_name(protocol)] = Target(port, path, protocol, tree(server.pid), server)
         for name in wanted:
             if name == RAY_SERVE:
                 gcs = free_port()
                 ray_port, _, _ = start_ray(
                     model_dir, args.variant, temp_dir, os.cpu_count() or 1, gcs, None
                 )
-                targets[name] = (ray_port, "", lambda: cluster_processes(temp_dir), None)
+                procs = lambda: cluster_processes(temp_dir)  # noqa: E731
+                targets[name] = Target(ray_port, "/predict", MULTIPART, procs)
                 continue
-            python, reason = ensure_venv(PEERS[name], args.venvs)
+            peer = PEERS[name]
+            python, reason = ensure_venv(peer, args.venvs)
             if python is None:
                 report["skipped"][name] = reason
                 continue
-            log = Path(temp_dir) / f"{name}.log"
+            log = Path(temp_dir) / name / "output.log"
+            log.parent.mkdir()
             proc, peer_port = start_peer(
-                PEERS[name], python, model_dir, args.variant, args.max_batch_size, log
+                peer, python, model_dir, args.variant, args.max_batch_size, log
             )
             started.append(proc)
-            logs[name] = log
-            targets[name] = (peer_port, "", tree(proc.pid), proc)
+            path = inference_path(peer.protocol, model_dir.name)
+            targets[name] = Target(peer_port, path, peer.protocol, tree(proc.pid), proc, log)
         labels = {"server": labels_of(port)}  # (this server failing is an error, not a skip)
-        for name, (peer_port, prefix, _, proc) in list(targets.items())[1:]:
+        names = class_names(port)
+        for name, t in list(targets.items())[1:]:
             try:
-                labels[name] = labels_of(peer_port, prefix, proc=proc, log=logs.get(name))
+                labels[name] = labels_of(t.port, t.path, t.protocol, names, proc=t.proc, log=t.log)
             except RuntimeError as exc:
                 report["skipped"][name] = f"did not serve: {exc}"
                 del targets[name]
-        for name, (_, _, procs, _) in targets.items():
-            report["targets"][name] = {"idle_cpu_per_s": idle_cpu(procs)}
+        idle = {name: idle_cpu(t.procs) for name, t in targets.items()}
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
         order = list(targets)
         for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
                 for name in order:
-                    port, prefix, procs, _ = targets[name]
+                    t = targets[name]
                     # the others paused: an idle peer may poll (LitServe does), and what
                     # the last run left queued is done before this one (not Ray's many
                     # processes, whose heartbeats a pause would miss: its idle cost is in
-                    # ``idle_cpu_per_s``)
-                    paused = [
-                        p
-                        for other, (_, _, others, _) in targets.items()
-                        if other not in (name, RAY_SERVE)
-                        for p in others()
-                    ]
+                    # ``idle_cpu_per_s``; nor this target's own, which this server's targets
+                    # share)
+                    own = {p.pid for p in t.procs()}
+                    paused = {
+                        p.pid: p
+                        for other, o in targets.items()
+                        if other != RAY_SERVE
+                        for p in o.procs()
+                        if p.pid not in own
+                    }.values()
                     signal_all(paused, signal.SIGSTOP)
-                    settle(procs, report["targets"][name]["idle_cpu_per_s"])
-                    watch = Watch(procs)
+                    settle(t.procs, idle[name])
+                    watch = Watch(t.procs)
                     before = watch.cpu_s()
-                    path = f"{prefix}/predict"
-                    result = wrk(port, requests_dir, int(clients), args.seconds, path)
+                    result = wrk(t.port, requests[t.protocol], int(clients), args.seconds, t.path)
                     cpu = watch.cpu_s() - before
                     watch.stop()
-                    requests = result["requests"]  # wrk's count of answers
-                    result["cpu_ms_per_request"] = 1000 * cpu / requests if requests else None
+                    answered = result["requests"]  # wrk's count of answers
+                    result["cpu_ms_per_request"] = 1000 * cpu / answered if answered else None
                     result["peak_rss_mib"] = watch.peak_rss / 2**20
                     result["pss_mib"] = _sum(watch.procs(), "pss") / 2**20
                     signal_all(paused, signal.SIGCONT)
                     rounds[name][clients].append(result)
                 order = order[1:] + order[:1]  # each target follows each other in turn
         for name, by_clients in rounds.items():
-            report["targets"][name] |= {
+            t = targets[name]
+            report["targets"][name] = {
+                "protocol": t.protocol,
+                "path": t.path,
+                "idle_cpu_per_s": idle[name],
                 "labels_match_server": labels[name] == labels["server"],
                 "labels": labels[name],
                 "by_connections": {
@@ -347,10 +460,11 @@ def main() -> int:
                     for clients, results in by_clients.items()
                 },
             }
-        server_medians = report["targets"]["server"]["by_connections"]
         for target in report["targets"].values():
             if not target["labels_match_server"]:
                 continue  # reported, not ranked
+            # against this server sent the same requests
+            server_medians = report["targets"][server_name(target["protocol"])]["by_connections"]
             target["over_server"] = {
                 clients: {
                     "throughput": m["throughput"] / server_medians[clients]["throughput"],

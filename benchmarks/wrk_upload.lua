@@ -1,5 +1,6 @@
 -- wrk script: POST the requests prepared by benchmarks/serving.py, in turn, on every connection.
--- WRK_REQUESTS_DIR holds body_N (the request body) and type_N (its Content-Type), N = 0, 1, ...;
+-- WRK_REQUESTS_DIR holds body_N (the request body) and type_N (its Content-Type), N = 0, 1, ...,
+-- and optionally headers_N (more headers, a "Name: value" line each);
 -- WRK_PATH is the path to post to. done() prints one JSON line for serving.py to read.
 local dir = os.getenv("WRK_REQUESTS_DIR")
 local path = os.getenv("WRK_PATH") or "/predict"
@@ -18,6 +19,10 @@ while true do
   local body = read("body_" .. i)
   if not body then break end
   local headers = { ["Content-Type"] = read("type_" .. i) }
+  for line in (read("headers_" .. i) or ""):gmatch("[^\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    headers[name] = value
+  end
   requests[#requests + 1] = wrk.format("POST", path, headers, body)
   i = i + 1
 end

@@ -26,6 +26,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--variant", default="openvino:int8")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=16)
+    # the name the Open Inference Protocol peers serve it under, as this server does: its folder's
+    parser.add_argument("--model-name", default="cifar10-resnet50")
     return parser.parse_args()
 
 
