@@ -344,7 +344,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--table", type=Path, help="print a saved report (--json) as markdown")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     model_dir = args.model_dir.resolve()
     wanted = [p for p in args.peers.split(",") if p]
     unknown = set(wanted) - {*PEERS, RAY_SERVE}
@@ -485,6 +489,46 @@ def main() -> int:
             stop_ray_cluster(temp_dir, gcs)
         shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
+
+
+LABELS = {
+    "litserve": "LitServe 0.2.19",
+    "bentoml": "BentoML 1.4.40",
+    "mlserver": "MLServer 1.7.1",
+    "pytriton": "PyTriton 0.7.0",
+    RAY_SERVE: "Ray Serve (this app)",
+}
+
+
+def markdown_table(report: dict) -> str:
+    """The report as docs/benchmarks.md's table: each target's medians, each peer's ratio to
+    this server sent the same requests (in brackets), PSS at its largest."""
+    lines = [
+        "| target | sent | connections | req/s (ratio) | p50 (ratio) | p99 (ratio) "
+        "| CPU ms/request | PSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def shown(value: float, ratio: float | None, unit: str = "") -> str:
+        text = f"{value:,.1f}{unit}" if value < 100 else f"{value:,.0f}{unit}"
+        return text if ratio is None or ratio == 1 else f"{text} ({ratio:.2f})"
+
+    for name, t in report["targets"].items():
+        label = "this server" if name.startswith("server") else LABELS.get(name, name)
+        sent = {MULTIPART: "uploads", V2_JSON: "V2 JSON", V2_BINARY: "V2 binary"}[t["protocol"]]
+        if not t["labels_match_server"]:
+            label += " (labels differ: not ranked)"
+        for i, (clients, m) in enumerate(t["by_connections"].items()):
+            ratio = t.get("over_server", {}).get(clients, {})
+            pss = max(x["pss_mib"] for x in t["by_connections"].values())
+            lines.append(
+                f"| {label if i == 0 else ''} | {sent if i == 0 else ''} | {clients} "
+                f"| {shown(m['throughput'], ratio.get('throughput'))} "
+                f"| {shown(m['p50_ms'], ratio.get('p50'), ' ms')} "
+                f"| {shown(m['p99_ms'], ratio.get('p99'), ' ms')} "
+                f"| {m['cpu_ms_per_request']:.1f} | {f'{pss:,.0f} MiB' if i == 0 else ''} |"
+            )
+    return "\n".join(lines)
 
 
 def _rounded(value):

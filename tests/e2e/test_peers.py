@@ -10,10 +10,15 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import psutil
 import pytest
 
 from tests.helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run: python benchmarks/peers.py
+from benchmarks import peers  # noqa: E402
+from benchmarks.ray_serve import wrk  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +75,29 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
         text=True,
     )
     assert check.stdout.strip() == "0.2.19", check.stderr
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt install wrk)")
+def test_each_protocol_is_answered_alike_by_the_server(server, tiny_model_root, tmp_path):
+    """The requests the benchmark sends the Open Inference Protocol peers (base64 JSON, binary
+    tensors with their header through ``wrk_upload.lua``'s ``headers_N``) are answered by this
+    server with the labels of the same uploads, and wrk's run of each is all 200s."""
+    names = peers.class_names(server.port)
+    assert len(names) == 10
+    uploads = peers.labels_of(server.port)
+    payloads = [sample.read_bytes() for sample in peers.SAMPLES]
+    for protocol in (peers.V2_JSON, peers.V2_BINARY):
+        path = peers.inference_path(protocol, tiny_model_root.name)
+        assert path == "/v2/models/tiny/infer"
+        labels = peers.labels_of(server.port, path, protocol, names, timeout=30)
+        assert labels == uploads, protocol
+        folder = peers.write_requests(tmp_path / protocol, protocol, payloads)
+        extra = (folder / "headers_0").exists()
+        assert extra == (protocol == peers.V2_BINARY)  # the header length travels as a header
+        result = wrk(server.port, folder, 2, 1, path)
+        assert result["requests"] > 0 and result["errors"] == 0, (protocol, result)
+    # the same binary body without its header is refused: the header is what wrk sent above
+    body, headers = peers.request_of(peers.V2_BINARY, payloads[0])
+    del headers["Inference-Header-Content-Length"]
+    r = httpx.post(server.base + path, content=body, headers=headers, timeout=30)
+    assert r.status_code == 400, r.text
