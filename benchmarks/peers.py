@@ -12,16 +12,24 @@ differently is installed); a peer that cannot install is reported skipped, with 
 Ray Serve runs this project's own application (``deploy/ray/serve.yaml``, one node, one
 replica: ``benchmarks/ray_serve.py``) from this venv.
 
-First every target answers the ten samples, and its labels are compared with this server's (a
-peer whose labels differ is reported, not ranked); then ``wrk`` posts multipart uploads of the
-test images to each in interleaved rounds at each connection count: medians of requests/s, p50
-and p99, CPU seconds of the target's processes (all of them: a peer's worker processes, a
+Peers that speak only the Open Inference Protocol (MLServer: V2 JSON, the PNG base64 in a
+``BYTES`` tensor; PyTriton: Triton's binary-data extension) are sent those requests instead of
+uploads, and this server is measured on the same requests too (``server (v2-json)``...): each
+peer is compared with this server sent what it was sent.
+
+First every target answers the ten samples, four times each, all at once (so that its
+batching joins them), and each answer is compared with this server's for that sample alone:
+the same top class and every probability within ``PROBABILITY_TOLERANCE`` (a peer whose
+answers differ is reported, not ranked); then ``wrk`` posts the test images to each in
+interleaved rounds at each connection count: medians of requests/s (successful answers only),
+p50 and p99, CPU seconds of the target's processes (all of them: a peer's worker processes, a
 Ray node) per answer wrk counted, the peak RSS of those processes summed (sampled every 0.2 s;
 shared pages counted in each) and their PSS summed at each run's end (shared pages split),
-wrk's errors summed over the rounds. Before each run the other targets are paused (SIGSTOP;
-not Ray's processes, whose heartbeats a pause would miss: their idle CPU is reported) and the
-target's own CPU is back to its idle level. A peer whose labels differ gets no ratios. Stop a
-training run first (SIGSTOP).
+wrk's errors summed over the rounds (no ratio where there was one). Before each run the other
+targets are paused (SIGSTOP; not Ray's processes, whose heartbeats a pause would miss: their
+idle CPU is reported) and the target's own CPU is back to its idle level. Stop a training run
+first (SIGSTOP). ``--table F`` prints a saved report (``--json F``) as docs/benchmarks.md's
+table.
 
     .venv/bin/python benchmarks/peers.py --data /var/tmp/cifar10-data/cifar-10-batches-py
 """
@@ -43,6 +51,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +100,9 @@ PEERS = {
     ),
 }
 RAY_SERVE = "ray_serve"
+# The same model and runtime give the same probabilities but for rounding, which may differ
+# with the batch an image is computed in; a larger difference is another model or decoding.
+PROBABILITY_TOLERANCE = 0.01
 
 
 def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
@@ -176,17 +188,20 @@ def write_requests(folder: Path, protocol: str, payloads: list[bytes]) -> Path:
     return folder
 
 
-def label_of(protocol: str, answer, names: list[str]) -> str:
-    """The top class of one answer: ``/predict``'s label (BentoML answers a list of the one
-    answer, as a batchable API answers the list it was sent), or the class of the largest
-    ``probabilities``."""
+def probabilities_of(protocol: str, answer, names: list[str]) -> list[float]:
+    """One answer's probabilities in class order: ``/predict``'s (BentoML answers a list of
+    the one answer, as a batchable API answers the list it was sent), or the Open Inference
+    Protocol's ``probabilities`` output."""
     if protocol == MULTIPART:
-        return (answer[0] if isinstance(answer, list) else answer)["label"]
-    (probabilities,) = [o["data"] for o in answer["outputs"] if o["name"] == "probabilities"]
-    return names[max(range(len(probabilities)), key=probabilities.__getitem__)]
+        one = answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
+        return [float(one["probabilities"][name]) for name in names]
+    (data,) = [o["data"] for o in answer["outputs"] if o["name"] == "probabilities"]
+    if len(data) != len(names):
+        raise ValueError(f"{len(data)} probabilities for {len(names)} classes")
+    return [float(p) for p in data]
 
 
-def labels_of(
+def answers_of(
     port: int,
     path: str = "/predict",
     protocol: str = MULTIPART,
@@ -194,28 +209,74 @@ def labels_of(
     timeout: float = 300,
     proc=None,
     log: Path | None = None,
-) -> list[str]:
-    """The label each sample gets (waiting for the target to answer)."""
+    repeat: int = 4,
+) -> list[list[list[float]]]:
+    """Each sample's probabilities, ``repeat`` times: the first sample sent until the target
+    answers (a connection refused, or 503, while it starts; a V2 model's ``/ready`` first),
+    then every sample ``repeat`` times at once, so that the target's batching joins them and
+    must give each request its own answer. Any other status, or an answer not understood,
+    raises ``RuntimeError``."""
+    bodies = [request_of(protocol, sample.read_bytes()) for sample in SAMPLES]
     deadline = time.monotonic() + timeout
-    out = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        for sample in SAMPLES:
-            body, headers = request_of(protocol, sample.read_bytes())
-            while True:
-                if proc is not None and proc.poll() is not None:
-                    output = log.read_text(errors="replace")[-2000:] if log else ""
-                    raise RuntimeError(f"exited {proc.returncode}: {output}")
-                try:
-                    r = client.post(path, content=body, headers=headers)
-                    if r.status_code == 200:
-                        out.append(label_of(protocol, r.json(), names or []))
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no answer from port {port} within {timeout:g} s")
-                time.sleep(1)
-    return out
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+
+        def ask(i: int) -> list[float]:
+            r = client.post(path, content=bodies[i][0], headers=bodies[i][1])
+            if r.status_code != 200:
+                raise RuntimeError(f"answered {r.status_code}: {r.text[:500]}")
+            try:
+                return probabilities_of(protocol, r.json(), names or class_names(port))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RuntimeError(f"answer not understood ({exc!r}): {r.text[:500]}") from exc
+
+        while True:
+            if proc is not None and proc.poll() is not None:
+                output = log.read_text(errors="replace")[-2000:] if log else ""
+                raise RuntimeError(f"exited {proc.returncode}: {output}")
+            try:
+                # the Open Inference Protocol's own readiness first (MLServer answers 400 to
+                # a model still loading)
+                if (
+                    protocol == MULTIPART
+                    or client.get(path.removesuffix("/infer") + "/ready").is_success
+                ):
+                    ask(0)
+                    break
+            except httpx.HTTPError:
+                pass
+            except RuntimeError as exc:
+                if "answered 503" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no answer from port {port} within {timeout:g} s")
+            time.sleep(1)
+        order = [i for _ in range(repeat) for i in range(len(SAMPLES))]
+        with ThreadPoolExecutor(len(order)) as pool:
+            answers = list(pool.map(ask, order))
+    return [[a for i, a in zip(order, answers, strict=True) if i == s] for s in range(len(SAMPLES))]
+
+
+def top(probabilities: list[float]) -> int:
+    return max(range(len(probabilities)), key=probabilities.__getitem__)
+
+
+def compare(answers, reference, names: list[str]) -> dict:
+    """A target's answers against this server's (each sample's first answer): the top class
+    of every answer, and the largest difference of any probability (the same model may round
+    a little differently in another batch); ``labels``: each sample's first answer's class."""
+    diff = max(
+        abs(x - y)
+        for per, ref in zip(answers, reference, strict=True)
+        for a in per
+        for x, y in zip(a, ref[0], strict=True)
+    )
+    pairs = list(zip(answers, reference, strict=True))
+    same = all(top(a) == top(ref[0]) for per, ref in pairs for a in per)
+    return {
+        "labels_match_server": same and diff <= PROBABILITY_TOLERANCE,
+        "max_abs_diff": diff,
+        "labels": [names[top(per[0])] for per in answers],
+    }
 
 
 def class_names(port: int) -> list[str]:
@@ -358,16 +419,9 @@ def main() -> int:
         ap.error("ray_serve serves deploy/ray/serve.yaml's max_batch_size, 16")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below still runs
     temp_dir = tempfile.mkdtemp(prefix="peers-", dir="/tmp")
-    protocols = [MULTIPART] + sorted(
-        {PEERS[name].protocol for name in wanted if name in PEERS} - {MULTIPART}
-    )
     payloads = png_payloads(args.data, args.images)
-    requests = {
-        protocol: write_requests(Path(temp_dir) / f"requests-{protocol}", protocol, payloads)
-        for protocol in protocols
-    }
     report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
-    targets: dict[str, Target] = {}
+    peers: dict[str, Target] = {}
     started: list[subprocess.Popen] = []  # ended at the end, whatever happened
     gcs = None
     try:
@@ -375,9 +429,6 @@ def main() -> int:
             model_dir, args.variant, batch_cap=args.max_batch_size, streams=1
         )
         started.append(server)
-        for protocol in protocols:  # one process, measured in each way a peer is
-            path = inference_path(protocol, model_dir.name)
-            targets[server_name(protocol)] = Target(port, path, protocol, tree(server.pid), server)
         for name in wanted:
             if name == RAY_SERVE:
                 gcs = free_port()
@@ -385,7 +436,7 @@ def main() -> int:
                     model_dir, args.variant, temp_dir, os.cpu_count() or 1, gcs, None
                 )
                 procs = lambda: cluster_processes(temp_dir)  # noqa: E731
-                targets[name] = Target(ray_port, "/predict", MULTIPART, procs)
+                peers[name] = Target(ray_port, "/predict", MULTIPART, procs)
                 continue
             peer = PEERS[name]
             python, reason = ensure_venv(peer, args.venvs)
@@ -399,15 +450,30 @@ def main() -> int:
             )
             started.append(proc)
             path = inference_path(peer.protocol, model_dir.name)
-            targets[name] = Target(peer_port, path, peer.protocol, tree(proc.pid), proc, log)
-        labels = {"server": labels_of(port)}  # (this server failing is an error, not a skip)
+            peers[name] = Target(peer_port, path, peer.protocol, tree(proc.pid), proc, log)
+        # this server failing is an error, not a skip
+        reference = answers_of(port, proc=server)
         names = class_names(port)
-        for name, t in list(targets.items())[1:]:
+        answers = {}
+        for name, t in list(peers.items()):
             try:
-                labels[name] = labels_of(t.port, t.path, t.protocol, names, proc=t.proc, log=t.log)
+                answers[name] = answers_of(
+                    t.port, t.path, t.protocol, names, proc=t.proc, log=t.log
+                )
             except RuntimeError as exc:
                 report["skipped"][name] = f"did not serve: {exc}"
-                del targets[name]
+                del peers[name]
+        # this server measured in each way a peer that serves is
+        targets: dict[str, Target] = {}
+        for protocol in [MULTIPART] + sorted({t.protocol for t in peers.values()} - {MULTIPART}):
+            path = inference_path(protocol, model_dir.name)
+            targets[server_name(protocol)] = Target(port, path, protocol, tree(server.pid), server)
+            answers[server_name(protocol)] = answers_of(port, path, protocol, names)
+        targets |= peers
+        requests = {
+            protocol: write_requests(Path(temp_dir) / f"requests-{protocol}", protocol, payloads)
+            for protocol in {t.protocol for t in targets.values()}
+        }
         idle = {name: idle_cpu(t.procs) for name, t in targets.items()}
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
         order = list(targets)
@@ -448,35 +514,12 @@ def main() -> int:
                 "protocol": t.protocol,
                 "path": t.path,
                 "idle_cpu_per_s": idle[name],
-                "labels_match_server": labels[name] == labels["server"],
-                "labels": labels[name],
+                **compare(answers[name], reference, names),
                 "by_connections": {
-                    clients: {
-                        **{
-                            key: statistics.median(r[key] for r in results)
-                            for key in ("throughput", "p50_ms", "p99_ms", "cpu_ms_per_request")
-                        },
-                        "errors": sum(r["errors"] for r in results),  # in all the rounds
-                        "errors_per_round": [r["errors"] for r in results],
-                        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
-                        "pss_mib": max(r["pss_mib"] for r in results),
-                    }
-                    for clients, results in by_clients.items()
+                    clients: summary(results) for clients, results in by_clients.items()
                 },
             }
-        for target in report["targets"].values():
-            if not target["labels_match_server"]:
-                continue  # reported, not ranked
-            # against this server sent the same requests
-            server_medians = report["targets"][server_name(target["protocol"])]["by_connections"]
-            target["over_server"] = {
-                clients: {
-                    "throughput": m["throughput"] / server_medians[clients]["throughput"],
-                    "p50": m["p50_ms"] / server_medians[clients]["p50_ms"],
-                    "p99": m["p99_ms"] / server_medians[clients]["p99_ms"],
-                }
-                for clients, m in target["by_connections"].items()
-            }
+        add_ratios(report)
         text = json.dumps(_rounded(report), indent=1)
         print(text)
         if args.json:
@@ -491,42 +534,90 @@ def main() -> int:
     return 0
 
 
-LABELS = {
-    "litserve": "LitServe 0.2.19",
-    "bentoml": "BentoML 1.4.40",
-    "mlserver": "MLServer 1.7.1",
-    "pytriton": "PyTriton 0.7.0",
+def summary(results: list[dict]) -> dict:
+    """One target's rounds at one connection count: medians (of the rounds that have the
+    figure: a round with no answer has no CPU per answer), errors summed, memory at its
+    largest."""
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in results if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        **{key: median(key) for key in ("throughput", "p50_ms", "p99_ms", "cpu_ms_per_request")},
+        "errors": sum(r["errors"] for r in results),  # in all the rounds
+        "errors_per_round": [r["errors"] for r in results],
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+        "pss_mib": max(r["pss_mib"] for r in results),
+    }
+
+
+def add_ratios(report: dict) -> None:
+    """Each target's figures over this server's sent the same requests (``over_server``), at
+    each connection count where neither had an error; none for a target whose answers differ
+    from this server's (reported, not ranked)."""
+    for target in report["targets"].values():
+        if not target["labels_match_server"]:
+            continue
+        server = report["targets"][server_name(target["protocol"])]["by_connections"]
+        target["over_server"] = {
+            clients: {
+                "throughput": m["throughput"] / server[clients]["throughput"],
+                "p50": m["p50_ms"] / server[clients]["p50_ms"],
+                "p99": m["p99_ms"] / server[clients]["p99_ms"],
+            }
+            for clients, m in target["by_connections"].items()
+            if m["errors"] == 0 and server[clients]["errors"] == 0 and m["throughput"]
+        }
+
+
+NAMES = {
+    "litserve": "LitServe",
+    "bentoml": "BentoML",
+    "mlserver": "MLServer",
+    "pytriton": "PyTriton",
     RAY_SERVE: "Ray Serve (this app)",
 }
+SENT = {MULTIPART: "uploads", V2_JSON: "V2 JSON", V2_BINARY: "V2 binary"}
 
 
 def markdown_table(report: dict) -> str:
     """The report as docs/benchmarks.md's table: each target's medians, each peer's ratio to
-    this server sent the same requests (in brackets), PSS at its largest."""
+    this server sent the same requests (in brackets), errors summed over the rounds, memory
+    at its largest."""
     lines = [
         "| target | sent | connections | req/s (ratio) | p50 (ratio) | p99 (ratio) "
-        "| CPU ms/request | PSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| CPU ms/request | errors | PSS | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def shown(value: float, ratio: float | None, unit: str = "") -> str:
+    def shown(value: float | None, ratio: float | None = None, unit: str = "") -> str:
+        if value is None:
+            return "-"
         text = f"{value:,.1f}{unit}" if value < 100 else f"{value:,.0f}{unit}"
         return text if ratio is None or ratio == 1 else f"{text} ({ratio:.2f})"
 
     for name, t in report["targets"].items():
-        label = "this server" if name.startswith("server") else LABELS.get(name, name)
-        sent = {MULTIPART: "uploads", V2_JSON: "V2 JSON", V2_BINARY: "V2 binary"}[t["protocol"]]
+        if name.startswith("server"):
+            label = "this server"
+        else:
+            version = PEERS[name].packages[0].partition("==")[2] if name in PEERS else ""
+            label = f"{NAMES.get(name, name)} {version}".strip()
         if not t["labels_match_server"]:
-            label += " (labels differ: not ranked)"
+            label += " (answers differ: not ranked)"
+        memory = [
+            max(m[key] for m in t["by_connections"].values()) for key in ("pss_mib", "peak_rss_mib")
+        ]
         for i, (clients, m) in enumerate(t["by_connections"].items()):
             ratio = t.get("over_server", {}).get(clients, {})
-            pss = max(x["pss_mib"] for x in t["by_connections"].values())
+            first = i == 0
             lines.append(
-                f"| {label if i == 0 else ''} | {sent if i == 0 else ''} | {clients} "
+                f"| {label if first else ''} | {SENT[t['protocol']] if first else ''} | {clients} "
                 f"| {shown(m['throughput'], ratio.get('throughput'))} "
                 f"| {shown(m['p50_ms'], ratio.get('p50'), ' ms')} "
                 f"| {shown(m['p99_ms'], ratio.get('p99'), ' ms')} "
-                f"| {m['cpu_ms_per_request']:.1f} | {f'{pss:,.0f} MiB' if i == 0 else ''} |"
+                f"| {shown(m['cpu_ms_per_request'])} | {m['errors']} "
+                + (f"| {memory[0]:,.0f} MiB | {memory[1]:,.0f} MiB |" if first else "| | |")
             )
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
--- wrk script: POST the requests prepared by benchmarks/serving.py, in turn, on every connection.
+-- wrk script: POST the requests prepared by benchmarks/serving.py (or peers.py), in turn, on every
+-- connection.
 -- WRK_REQUESTS_DIR holds body_N (the request body) and type_N (its Content-Type), N = 0, 1, ...,
 -- and optionally headers_N (more headers, a "Name: value" line each);
 -- WRK_PATH is the path to post to. done() prints one JSON line for serving.py to read.
@@ -20,7 +21,8 @@ while true do
   if not body then break end
   local headers = { ["Content-Type"] = read("type_" .. i) }
   for line in (read("headers_" .. i) or ""):gmatch("[^\n]+") do
-    local name, value = line:match("^([^:]+):%s*(.*)$")
+    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+    if not name then error("headers_" .. i .. ": not a 'Name: value' line: " .. line) end
     headers[name] = value
   end
   requests[#requests + 1] = wrk.format("POST", path, headers, body)

@@ -24,8 +24,10 @@ from mlserver.codecs import Base64Codec, NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from benchmarks.peer_apps.common import arguments, decode, load
+from deploy.local_server import free_port
 
-# the longest MLServer waits to fill a batch (its default, 0, turns batching off)
+# the longest MLServer waits to fill a batch (its default, 0, turns batching off): a lone
+# request waits that long for company
 MAX_BATCH_TIME_S = 0.002
 
 
@@ -46,8 +48,6 @@ class Classifier(MLModel):
 
 
 def settings_folder(args, folder: Path) -> Path:
-    from deploy.local_server import free_port
-
     server = {
         "host": "127.0.0.1",
         "http_port": args.port,

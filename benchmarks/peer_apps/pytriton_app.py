@@ -13,6 +13,7 @@ tensor of shape ``[1, 1]`` (the PNG) with Triton's binary-data extension, at
 from __future__ import annotations
 
 import os
+import signal
 import sysconfig
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from pytriton.triton import Triton, TritonConfig
 from benchmarks.peer_apps.common import arguments, decode, load
 from deploy.local_server import free_port
 
-# the longest Triton's dynamic batcher waits to fill a batch (its default, 0: no wait)
-MAX_QUEUE_DELAY_US = 2000
+# Triton's dynamic batcher with its default delay, 0: a batch of whatever queued while the one
+# instance was busy, as this server's batcher does (its ``max_batch_wait_ms`` is 0 too)
+MAX_QUEUE_DELAY_US = 0
 
 
 def use_this_libpython() -> None:
@@ -40,9 +42,14 @@ def use_this_libpython() -> None:
         )
 
 
+def interrupt(*_) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: ``with Triton`` stops Triton, frees its memory
+
+
 def main() -> None:
     args = arguments()
     use_this_libpython()
+    signal.signal(signal.SIGTERM, interrupt)
     model = load(args.model_dir, args.variant, args.max_batch_size)
 
     @batch

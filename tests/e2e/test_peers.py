@@ -47,6 +47,7 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
         assert len(target["labels"]) == 10  # one per sample
         assert target["labels"] == server["labels"], name  # the same model and decoding
         assert target["labels_match_server"] is True
+        assert 0 <= target["max_abs_diff"] <= 0.01
         assert set(target["by_connections"]) == set(target["over_server"]) == {"1", "4"}
         for clients, m in target["by_connections"].items():
             assert m["errors"] == 0, (name, clients)
@@ -58,6 +59,9 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
             assert abs(ratio["throughput"] - round(expected, 3)) <= 0.002
     for ratio in server["over_server"].values():
         assert ratio == {"throughput": 1.0, "p50": 1.0, "p99": 1.0}
+    table = peers.markdown_table(report).splitlines()
+    assert len(table) == 2 + 2 * 2  # the header, then a line per target and connection count
+    assert table[4].startswith("| LitServe 0.2.19 | uploads | 1 | ")
     # nothing of the peer left running, or stopped (the script pauses the targets in turn)
     venvs = str(tmp_path / "venvs")
     left = [
@@ -81,16 +85,19 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
 def test_each_protocol_is_answered_alike_by_the_server(server, tiny_model_root, tmp_path):
     """The requests the benchmark sends the Open Inference Protocol peers (base64 JSON, binary
     tensors with their header through ``wrk_upload.lua``'s ``headers_N``) are answered by this
-    server with the labels of the same uploads, and wrk's run of each is all 200s."""
+    server with the probabilities of the same uploads, batched or not, and wrk's run of each
+    is all 200s."""
     names = peers.class_names(server.port)
     assert len(names) == 10
-    uploads = peers.labels_of(server.port)
+    uploads = peers.answers_of(server.port, names=names)
+    assert [len(per) for per in uploads] == [4] * len(peers.SAMPLES)
     payloads = [sample.read_bytes() for sample in peers.SAMPLES]
     for protocol in (peers.V2_JSON, peers.V2_BINARY):
         path = peers.inference_path(protocol, tiny_model_root.name)
-        assert path == "/v2/models/tiny/infer"
-        labels = peers.labels_of(server.port, path, protocol, names, timeout=30)
-        assert labels == uploads, protocol
+        answers = peers.answers_of(server.port, path, protocol, names, timeout=30)
+        compared = peers.compare(answers, uploads, names)
+        assert compared["labels_match_server"], (protocol, compared)
+        assert compared["max_abs_diff"] <= peers.PROBABILITY_TOLERANCE
         folder = peers.write_requests(tmp_path / protocol, protocol, payloads)
         extra = (folder / "headers_0").exists()
         assert extra == (protocol == peers.V2_BINARY)  # the header length travels as a header
@@ -101,3 +108,56 @@ def test_each_protocol_is_answered_alike_by_the_server(server, tiny_model_root, 
     del headers["Inference-Header-Content-Length"]
     r = httpx.post(server.base + path, content=body, headers=headers, timeout=30)
     assert r.status_code == 400, r.text
+    # a status other than 503 fails at once, with the answer's words
+    with pytest.raises(RuntimeError, match="answered 404"):
+        peers.answers_of(server.port, "/v2/models/other/infer", peers.V2_JSON, names, timeout=5)
+
+
+def test_answers_compared_by_class_and_probability():
+    names = [f"c{i}" for i in range(3)]
+    reference = [[[0.7, 0.2, 0.1]], [[0.1, 0.1, 0.8]]]
+    same = [[[0.7, 0.2, 0.1], [0.7004, 0.1996, 0.1]], [[0.1, 0.1, 0.8]] * 2]
+    assert peers.compare(same, reference, names)["labels_match_server"]
+    assert peers.compare(same, reference, names)["labels"] == ["c0", "c2"]
+    # one answer of the batch swapped with another request's: the class differs
+    swapped = [[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], [[0.1, 0.1, 0.8]] * 2]
+    assert not peers.compare(swapped, reference, names)["labels_match_server"]
+    # the same classes, other probabilities (another model, or other decoding)
+    flatter = [[[0.5, 0.3, 0.2]], [[0.2, 0.2, 0.6]]]
+    result = peers.compare(flatter, reference, names)
+    assert not result["labels_match_server"] and result["max_abs_diff"] == pytest.approx(0.2)
+    # BentoML's answer to a batchable API is the list of the one answer
+    upload = {"label": "c2", "probabilities": {"c0": 0.1, "c1": 0.1, "c2": 0.8}}
+    assert peers.probabilities_of(peers.MULTIPART, [upload], names) == [0.1, 0.1, 0.8]
+    v2 = {"outputs": [{"name": "probabilities", "data": [0.1, 0.1, 0.8]}]}
+    assert peers.probabilities_of(peers.V2_JSON, v2, names) == [0.1, 0.1, 0.8]
+    with pytest.raises(ValueError):
+        short = {"outputs": [{"name": "probabilities", "data": [1.0]}]}
+        peers.probabilities_of(peers.V2_JSON, short, names)
+
+
+def test_ratios_against_the_server_sent_the_same_requests():
+    def run(throughput, errors=0):
+        latency = {"p50_ms": 1000 / throughput, "p99_ms": 2000 / throughput}
+        return {"throughput": throughput, "errors": errors, **latency}
+
+    def target(protocol, runs, same=True):
+        return {"protocol": protocol, "labels_match_server": same, "by_connections": runs}
+
+    report = {
+        "targets": {
+            "server": target(peers.MULTIPART, {"1": run(100), "32": run(200)}),
+            "server (v2-json)": target(peers.V2_JSON, {"1": run(50), "32": run(100)}),
+            "litserve": target(peers.MULTIPART, {"1": run(75), "32": run(150, errors=3)}),
+            "mlserver": target(peers.V2_JSON, {"1": run(25), "32": run(50)}),
+            "other": target(peers.MULTIPART, {"1": run(300), "32": run(300)}, same=False),
+        }
+    }
+    peers.add_ratios(report)
+    t = report["targets"]
+    assert t["server"]["over_server"]["32"] == {"throughput": 1.0, "p50": 1.0, "p99": 1.0}
+    assert t["litserve"]["over_server"] == {
+        "1": {"throughput": 0.75, "p50": pytest.approx(4 / 3), "p99": pytest.approx(4 / 3)}
+    }  # none at 32: it had errors there
+    assert t["mlserver"]["over_server"]["1"]["throughput"] == 0.5  # against server (v2-json)
+    assert "over_server" not in t["other"]  # answers differ: reported, not ranked
