@@ -212,12 +212,12 @@ def answers_of(
     repeat: int = 4,
 ) -> list[list[list[float]]]:
     """Each sample's probabilities, ``repeat`` times: the first sample sent until the target
-    answers (a connection refused, or 503, while it starts; a V2 model's ``/ready`` first),
+    answers (a connection refused, 503 or 404, while it starts; a V2 model's ``/ready`` first),
     then every sample ``repeat`` times at once, so that the target's batching joins them and
     must give each request its own answer. Any other status, or an answer not understood,
     raises ``RuntimeError``."""
     bodies = [request_of(protocol, sample.read_bytes()) for sample in SAMPLES]
-    deadline = time.monotonic() + timeout
+    deadline, last = time.monotonic() + timeout, "nothing"
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
 
         def ask(i: int) -> list[float]:
@@ -245,10 +245,12 @@ def answers_of(
             except httpx.HTTPError:
                 pass
             except RuntimeError as exc:
-                if "answered 503" not in str(exc):
+                # while it starts: no model yet (503), or no route yet (Ray Serve's 404)
+                if not str(exc).startswith(("answered 503", "answered 404")):
                     raise
+                last = str(exc)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no answer from port {port} within {timeout:g} s")
+                raise RuntimeError(f"no answer from port {port} within {timeout:g} s: {last}")
             time.sleep(1)
         order = [i for _ in range(repeat) for i in range(len(SAMPLES))]
         with ThreadPoolExecutor(len(order)) as pool:
@@ -479,7 +481,7 @@ def main() -> int:
         order = list(targets)
         for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
-                for name in order:
+                for name in [n for n in order if n in targets]:
                     t = targets[name]
                     # the others paused: an idle peer may poll (LitServe does), and what
                     # the last run left queued is done before this one (not Ray's many
@@ -498,7 +500,21 @@ def main() -> int:
                     settle(t.procs, idle[name])
                     watch = Watch(t.procs)
                     before = watch.cpu_s()
-                    result = wrk(t.port, requests[t.protocol], int(clients), args.seconds, t.path)
+                    try:
+                        result = wrk(
+                            t.port, requests[t.protocol], int(clients), args.seconds, t.path
+                        )
+                    except RuntimeError as exc:
+                        watch.stop()
+                        signal_all(paused, signal.SIGCONT)
+                        if t.proc is server:
+                            raise
+                        output = t.log.read_text(errors="replace")[-1500:] if t.log else ""
+                        report["skipped"][name] = (
+                            f"failed at {clients} connections: {exc}; {output}"
+                        )
+                        del targets[name], rounds[name]
+                        continue
                     cpu = watch.cpu_s() - before
                     watch.stop()
                     answered = result["requests"]  # wrk's count of answers

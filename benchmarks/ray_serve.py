@@ -61,14 +61,16 @@ def wrk(port: int, requests_dir: Path, clients: int, seconds: int, path: str) ->
     counts only successful answers (an error status answers fast and would flatter a target),
     ``requests`` every answer, ``errors`` wrk's count of failed connections, reads, writes,
     timeouts and error statuses."""
-    out = subprocess.run(
+    done = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT)]
         + [f"http://127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         env={**os.environ, "WRK_REQUESTS_DIR": str(requests_dir), "WRK_PATH": path},
-        check=True,
-    ).stdout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}: {(done.stdout + done.stderr)[-500:]}")
+    out = done.stdout
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     errors = sum(summary[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
