@@ -25,9 +25,10 @@ interleaved rounds at each connection count: medians of requests/s (successful a
 p50 and p99, CPU seconds of the target's processes (all of them: a peer's worker processes, a
 Ray node) per answer wrk counted, the peak RSS of those processes summed (sampled every 0.2 s;
 shared pages counted in each) and their PSS summed at each run's end (shared pages split),
-wrk's errors summed over the rounds (no ratio where there was one). Before each run the other
-targets are paused (SIGSTOP; not Ray's processes, whose heartbeats a pause would miss: their
-idle CPU is reported) and the target's own CPU is back to its idle level. Stop a training run
+wrk's errors summed over the rounds (no ratio where there was one). Before each run every target's
+CPU is back to its idle level, and the others that poll while idle (LitServe) are paused
+(SIGSTOP; not Ray's processes, whose heartbeats a pause would miss: their idle CPU is
+reported). Stop a training run
 first (SIGSTOP). ``--table F`` prints a saved report (``--json F``) as docs/benchmarks.md's
 table.
 
@@ -103,6 +104,9 @@ RAY_SERVE = "ray_serve"
 # The same model and runtime give the same probabilities but for rounding, which may differ
 # with the batch an image is computed in; a larger difference is another model or decoding.
 PROBABILITY_TOLERANCE = 0.01
+# A target taking more CPU than this idle polls (LitServe: 0.13 of a core): it is paused while
+# the others are measured.
+POLLING_CPU = 0.02
 
 
 def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
@@ -389,6 +393,15 @@ class Target:
     log: Path | None = None
 
 
+def processes_of(targets: dict[str, Target], names: list[str]):
+    """The processes of these targets, each once (this server's targets share one)."""
+
+    def procs() -> list[psutil.Process]:
+        return list({p.pid: p for n in names for p in targets[n].procs()}.values())
+
+    return procs
+
+
 def server_name(protocol: str) -> str:
     """This server's target for a protocol: ``server`` for uploads, ``server (v2-json)``..."""
     return "server" if protocol == MULTIPART else f"server ({protocol})"
@@ -477,27 +490,28 @@ def main() -> int:
             for protocol in {t.protocol for t in targets.values()}
         }
         idle = {name: idle_cpu(t.procs) for name, t in targets.items()}
+        pollers = {n for n in targets if idle[n] > POLLING_CPU and n != RAY_SERVE}
         rounds: dict = {t: {c: [] for c in args.clients.split(",")} for t in targets}
         order = list(targets)
         for _ in range(args.rounds):  # interleaved: the machine's drift hits all alike
             for clients in args.clients.split(","):
                 for name in [n for n in order if n in targets]:
                     t = targets[name]
-                    # the others paused: an idle peer may poll (LitServe does), and what
-                    # the last run left queued is done before this one (not Ray's many
-                    # processes, whose heartbeats a pause would miss: its idle cost is in
-                    # ``idle_cpu_per_s``; nor this target's own, which this server's targets
-                    # share)
+                    # every target back to idle (what the last run left queued is done),
+                    # then the ones that poll while idle paused (LitServe; not Ray's many
+                    # processes, whose heartbeats a pause would miss, nor one that sits still:
+                    # PyTriton's watchdog stops Triton after a pause of a minute, measured)
                     own = {p.pid for p in t.procs()}
                     paused = {
                         p.pid: p
                         for other, o in targets.items()
-                        if other != RAY_SERVE
+                        if other in pollers
                         for p in o.procs()
                         if p.pid not in own
                     }.values()
+                    quiet = [n for n in targets if n not in pollers or n == name]
+                    settle(processes_of(targets, quiet), sum(idle[n] for n in quiet))
                     signal_all(paused, signal.SIGSTOP)
-                    settle(t.procs, idle[name])
                     watch = Watch(t.procs)
                     before = watch.cpu_s()
                     try:
