@@ -577,6 +577,7 @@ def summary(results: list[dict]) -> dict:
         **{key: median(key) for key in ("throughput", "p50_ms", "p99_ms", "cpu_ms_per_request")},
         "errors": sum(r["errors"] for r in results),  # in all the rounds
         "errors_per_round": [r["errors"] for r in results],
+        "throughput_per_round": [r["throughput"] for r in results],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
         "pss_mib": max(r["pss_mib"] for r in results),
     }
