@@ -31,7 +31,7 @@ from app.config import Settings, get_settings
 from app.cpu import cpu_report
 from app.errors import install_error_handlers
 from app.limits import BodyBudget, BodyLimitMiddleware, PixelBudget, RouteCaps
-from app.memory import return_large_blocks_to_the_system
+from app.memory import freeze_long_lived_objects, return_large_blocks_to_the_system
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 from app.reload import ModelReloader
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
         def warm_up(model: ServedModel = loaded) -> None:
             model.warm_up(settings.warmup_runs, (1, settings.max_batch_size))
+            freeze_long_lived_objects()  # app.memory: what lives as long as the server
             metrics.ready.set(1)
             log.info("model warmed up; ready")
 

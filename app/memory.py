@@ -1,4 +1,6 @@
-"""The C allocator, set for a server whose requests come and go in large pieces.
+"""Memory settings for a server whose requests come and go: the C allocator and Python's
+cyclic garbage collector.
+
 
 glibc's ``malloc`` raises its mmap threshold each time a large block is freed (up to 32 MiB),
 so that the next large blocks (a request body, an image being decoded) come from the heap of
@@ -13,6 +15,7 @@ mid-sized buffers anew on every call). Everything smaller is allocated as before
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 
@@ -35,3 +38,16 @@ def return_large_blocks_to_the_system() -> bool:
         log.warning("mallopt(M_MMAP_THRESHOLD) refused; large blocks stay in the heap")
         return False
     return True
+
+
+def freeze_long_lived_objects() -> None:
+    """Keep the cyclic garbage collector off what lives as long as the server (``gc.freeze``):
+    the app, its routes and schemas, the libraries, the model's Python objects. Every request
+    allocates containers, and every few seconds under load a full collection walked all of
+    those (about 93,000 objects, 48 ms each, measured: 0.05 ms of the event loop's time per
+    request of 0.46); frozen, a collection walks only what came after. Called once a model is
+    warmed up: everything is unfrozen and collected first, so that a model a reload replaced
+    is freed (a frozen object in a reference cycle would never be)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

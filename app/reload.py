@@ -12,7 +12,6 @@ which). After the swap nothing refers to the old model any more, so its memory i
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
 from app.config import Settings
+from app.memory import freeze_long_lived_objects
 from app.metrics import Metrics
 from app.model import ServedModel, load_served_model
 
@@ -72,10 +72,11 @@ class ModelReloader:
 
     async def poll(self) -> bool:
         """One poll; ``True`` if it swapped in a new version."""
-        current: ServedModel = self.state.model
+        # (only the version: this frame must not hold the model that a swap replaces)
+        current_version = self.state.model.version
         model_dir = Path(self.settings.model_dir)
         version = await run_in_threadpool(newest_version, model_dir)
-        if version is None or version <= current.version:
+        if version is None or version <= current_version:
             self._seen = None
             return False
         path = model_dir / str(version)
@@ -84,10 +85,11 @@ class ModelReloader:
         self._seen = (version, signature)
         if not stable or signature == self._failed_signature:
             return False
-        return await self._load_and_swap(version, signature, current)
+        return await self._load_and_swap(version, signature)
 
-    async def _load_and_swap(self, version: int, signature: tuple, current: ServedModel) -> bool:
+    async def _load_and_swap(self, version: int, signature: tuple) -> bool:
         batcher: MicroBatcher = self.state.batcher
+        current: ServedModel = self.state.model
         try:
             new = await run_in_threadpool(
                 load_served_model,
@@ -120,5 +122,6 @@ class ModelReloader:
         self.metrics.reloads.labels("success").inc()
         log.info("now serving version %s (was %s)", version, current.version)
         del current
-        gc.collect()  # the old model's graph and weights, now unreferenced
+        # the old model's graph and weights, now unreferenced, collected; the new one frozen
+        await run_in_threadpool(freeze_long_lived_objects)
         return True

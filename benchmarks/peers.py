@@ -207,9 +207,9 @@ def probabilities_of(protocol: str, answer, names: list[str]) -> list[float]:
 
 def answers_of(
     port: int,
+    names: list[str] | None = None,
     path: str = "/predict",
     protocol: str = MULTIPART,
-    names: list[str] | None = None,
     timeout: float = 300,
     proc=None,
     log: Path | None = None,
@@ -218,8 +218,9 @@ def answers_of(
     """Each sample's probabilities, ``repeat`` times: the first sample sent until the target
     answers (a connection refused, 503 or 404, while it starts; a V2 model's ``/ready`` first),
     then every sample ``repeat`` times at once, so that the target's batching joins them and
-    must give each request its own answer. Any other status, or an answer not understood,
-    raises ``RuntimeError``."""
+    must give each request its own answer; ``names``, the classes in output order (``None``:
+    ask this server, at ``port``). Any other status, or an answer not understood, raises
+    ``RuntimeError``."""
     bodies = [request_of(protocol, sample.read_bytes()) for sample in SAMPLES]
     deadline, last = time.monotonic() + timeout, "nothing"
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -473,7 +474,7 @@ def main() -> int:
         for name, t in list(peers.items()):
             try:
                 answers[name] = answers_of(
-                    t.port, t.path, t.protocol, names, proc=t.proc, log=t.log
+                    t.port, names, t.path, t.protocol, proc=t.proc, log=t.log
                 )
             except RuntimeError as exc:
                 report["skipped"][name] = f"did not serve: {exc}"
@@ -483,7 +484,7 @@ def main() -> int:
         for protocol in [MULTIPART] + sorted({t.protocol for t in peers.values()} - {MULTIPART}):
             path = inference_path(protocol, model_dir.name)
             targets[server_name(protocol)] = Target(port, path, protocol, tree(server.pid), server)
-            answers[server_name(protocol)] = answers_of(port, path, protocol, names)
+            answers[server_name(protocol)] = answers_of(port, names, path, protocol)
         targets |= peers
         requests = {
             protocol: write_requests(Path(temp_dir) / f"requests-{protocol}", protocol, payloads)

@@ -90,12 +90,12 @@ def test_each_protocol_is_answered_alike_by_the_server(server, tiny_model_root, 
     is all 200s."""
     names = peers.class_names(server.port)
     assert len(names) == 10
-    uploads = peers.answers_of(server.port, names=names)
+    uploads = peers.answers_of(server.port, names)
     assert [len(per) for per in uploads] == [4] * len(peers.SAMPLES)
     payloads = [sample.read_bytes() for sample in peers.SAMPLES]
     for protocol in (peers.V2_JSON, peers.V2_BINARY):
         path = peers.inference_path(protocol, tiny_model_root.name)
-        answers = peers.answers_of(server.port, path, protocol, names, timeout=30)
+        answers = peers.answers_of(server.port, names, path, protocol, timeout=30)
         compared = peers.compare(answers, uploads, names)
         assert compared["labels_match_server"], (protocol, compared)
         assert compared["max_abs_diff"] <= peers.PROBABILITY_TOLERANCE
@@ -112,10 +112,10 @@ def test_each_protocol_is_answered_alike_by_the_server(server, tiny_model_root, 
     # a status other than 503 or 404 (a target still starting) fails at once, with its words
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"^answered 4\d\d: \{"):
-        peers.answers_of(server.port, path, peers.MULTIPART, names, timeout=60)
+        peers.answers_of(server.port, names, path, peers.MULTIPART, timeout=60)
     assert time.monotonic() - started < 10
     with pytest.raises(RuntimeError, match="no answer .* within 3 s: answered 404"):
-        peers.answers_of(server.port, "/nowhere", peers.MULTIPART, names, timeout=3)
+        peers.answers_of(server.port, names, "/nowhere", peers.MULTIPART, timeout=3)
 
 
 def test_answers_compared_by_class_and_probability():
