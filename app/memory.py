@@ -45,7 +45,7 @@ def freeze_long_lived_objects() -> None:
     the app, its routes and schemas, the libraries, the model's Python objects. Every request
     allocates containers, and every few seconds under load a full collection walked all of
     those (about 93,000 objects, 48 ms each, measured: 0.05 ms of the event loop's time per
-    request of 0.46); frozen, a collection walks only what came after. Called once a model is
+    request, of 0.38); frozen, a collection walks only what came after. Called once a model is
     warmed up: everything is unfrozen and collected first, so that a model a reload replaced
     is freed (a frozen object in a reference cycle would never be)."""
     gc.unfreeze()

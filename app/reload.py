@@ -12,7 +12,9 @@ which). After the swap nothing refers to the old model any more, so its memory i
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,11 @@ from app.metrics import Metrics
 from app.model import ServedModel, load_served_model
 
 log = logging.getLogger(__name__)
+
+# How long after a swap the replaced model may stay referenced (by requests still in flight)
+# before the collector is left on for good, and how often that is checked.
+FREE_WAIT_S = 60.0
+FREE_POLL_S = 0.5
 
 
 @dataclass
@@ -121,7 +128,30 @@ class ModelReloader:
         self.metrics.model_info.info({k: str(v) for k, v in new.describe().items()})
         self.metrics.reloads.labels("success").inc()
         log.info("now serving version %s (was %s)", version, current.version)
+        old = weakref.ref(current)
         del current
-        # the old model's graph and weights, now unreferenced, collected; the new one frozen
-        await run_in_threadpool(freeze_long_lived_objects)
+        await self._freeze_once_freed(old)
         return True
+
+    async def _freeze_once_freed(self, old: weakref.ref) -> None:
+        """The collector back on everything (the old model was frozen with what lives as long
+        as the server), until the old model is freed: requests still in flight hold it (their
+        batch, their answer's tag), and frozen now, a reference cycle in it would never be
+        collected. Then what serves is frozen again (``app.memory``); if the old model is not
+        freed within ``FREE_WAIT_S``, the collector is left on (it frees the model when the
+        last reference goes) and a warning says so."""
+        gc.unfreeze()
+        deadline = asyncio.get_running_loop().time() + FREE_WAIT_S
+        while True:
+            await run_in_threadpool(gc.collect)
+            if old() is None:
+                await run_in_threadpool(freeze_long_lived_objects)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning(
+                    "the replaced model is still referenced %.0f s after the swap; the "
+                    "garbage collector stays on all objects",
+                    FREE_WAIT_S,
+                )
+                return
+            await asyncio.sleep(FREE_POLL_S)

@@ -241,12 +241,11 @@ def answers_of(
             try:
                 # the Open Inference Protocol's own readiness first (MLServer answers 400 to
                 # a model still loading)
-                if (
-                    protocol == MULTIPART
-                    or client.get(path.removesuffix("/infer") + "/ready").is_success
-                ):
+                ready = 200 if protocol == MULTIPART else _ready(client, path)
+                if ready == 200:
                     ask(0)
                     break
+                last = f"{path.removesuffix('/infer')}/ready answered {ready}"
             except httpx.HTTPError:
                 pass
             except RuntimeError as exc:
@@ -265,6 +264,11 @@ def answers_of(
 
 def top(probabilities: list[float]) -> int:
     return max(range(len(probabilities)), key=probabilities.__getitem__)
+
+
+def _ready(client: httpx.Client, path: str) -> int:
+    """The status of the V2 model's readiness (``.../ready`` beside ``.../infer``)."""
+    return client.get(path.removesuffix("/infer") + "/ready").status_code
 
 
 def compare(answers, reference, names: list[str]) -> dict:
@@ -336,12 +340,14 @@ def _sum(procs: list[psutil.Process], field: str) -> int:
     return total
 
 
-def settle(procs, idle: float, limit_s: float = 10.0) -> None:
+def settle(procs, idle: float, limit_s: float = 10.0) -> bool:
     """Wait until the processes are back to their idle CPU (what the last run left queued is
-    done), at most ``limit_s``."""
+    done), at most ``limit_s``; whether they were."""
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and idle_cpu(procs, 0.5) > idle + 0.1:
-        pass
+    while idle_cpu(procs, 0.5) > idle + 0.1:
+        if time.monotonic() > deadline:
+            return False
+    return True
 
 
 def signal_all(procs: list[psutil.Process], sig: int) -> None:
@@ -436,7 +442,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below still runs
     temp_dir = tempfile.mkdtemp(prefix="peers-", dir="/tmp")
     payloads = png_payloads(args.data, args.images)
-    report: dict = {"cpu": cpu_report(), "variant": args.variant, "skipped": {}, "targets": {}}
+    report: dict = {
+        "cpu": cpu_report(),
+        "variant": args.variant,
+        "skipped": {},
+        "unsettled_runs": [],  # runs started before every target was back to idle (10 s)
+        "targets": {},
+    }
     peers: dict[str, Target] = {}
     started: list[subprocess.Popen] = []  # ended at the end, whatever happened
     gcs = None
@@ -511,7 +523,10 @@ def main() -> int:
                         if p.pid not in own
                     }.values()
                     quiet = [n for n in targets if n not in pollers or n == name]
-                    settle(processes_of(targets, quiet), sum(idle[n] for n in quiet))
+                    # (this server's targets share one process: its idle CPU counted once)
+                    idle_sum = sum(idle[n] for n in quiet if n in peers or n == "server")
+                    if not settle(processes_of(targets, quiet), idle_sum):
+                        report["unsettled_runs"].append(f"{name} at {clients} connections")
                     signal_all(paused, signal.SIGSTOP)
                     watch = Watch(t.procs)
                     before = watch.cpu_s()
@@ -529,6 +544,8 @@ def main() -> int:
                             f"failed at {clients} connections: {exc}; {output}"
                         )
                         del targets[name], rounds[name]
+                        if t.proc is not None:  # (Ray's cluster is stopped at the end)
+                            end_tree(t.proc.pid)  # nothing of it left to poll or spin
                         continue
                     cpu = watch.cpu_s() - before
                     watch.stop()
@@ -538,7 +555,7 @@ def main() -> int:
                     result["pss_mib"] = _sum(watch.procs(), "pss") / 2**20
                     signal_all(paused, signal.SIGCONT)
                     rounds[name][clients].append(result)
-                order = order[1:] + order[:1]  # each target follows each other in turn
+                order = order[1:] + order[:1]  # each target first in turn, then last
         for name, by_clients in rounds.items():
             t = targets[name]
             report["targets"][name] = {

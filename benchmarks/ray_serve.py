@@ -71,7 +71,10 @@ def wrk(port: int, requests_dir: Path, clients: int, seconds: int, path: str) ->
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited {done.returncode}: {(done.stdout + done.stderr)[-500:]}")
     out = done.stdout
-    summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no summary: {out[-500:]}")
+    summary = json.loads(lines[-1])
     errors = sum(summary[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
         "throughput": (summary["requests"] - summary["status"]) / (summary["duration_us"] / 1e6),

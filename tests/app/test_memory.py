@@ -3,6 +3,7 @@ collector's walks, and a model a reload replaced is still freed."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 
@@ -38,7 +39,52 @@ def test_the_server_freezes_what_it_holds_once_warmed_up(tiny_model_root):
     try:
         with TestClient(create_app(make_settings(tiny_model_root))) as client:
             until(lambda: client.get("/health/ready").status_code == 200, timeout=60)
-            # frozen after the warm-up: the model, the app and its routes among them
+            # frozen after the warm-up: the model, the app and its routes among them (a
+            # frozen object is in none of the collector's generations)
             assert gc.get_freeze_count() > 10_000
+            model, app = client.app.state.model, client.app
+            assert not any(o is model or o is app for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
+def _reloader():
+    from app.reload import ModelReloader
+
+    return ModelReloader(app_state=None, settings=None, metrics=None)
+
+
+def test_a_replaced_model_held_by_requests_in_flight_is_freed_before_the_next_freeze():
+    """The swap's freeze waits until the old model is freed: frozen while a request still held
+    it, a reference cycle in it would never be collected."""
+    old_model = Node()
+    freeze_long_lived_objects()  # as at start: the model among what was frozen
+    ref = weakref.ref(old_model)
+    in_flight = [old_model]  # a request that still holds it
+    del old_model
+
+    async def swap() -> None:
+        asyncio.get_running_loop().call_later(0.6, in_flight.clear)  # its answer goes out
+        await _reloader()._freeze_once_freed(ref)
+
+    try:
+        asyncio.run(swap())
+        assert ref() is None  # collected, not frozen with the request that held it
+        assert gc.get_freeze_count() > 0  # what serves frozen again
+    finally:
+        gc.unfreeze()
+
+
+def test_a_replaced_model_never_freed_leaves_the_collector_on(monkeypatch, caplog):
+    import app.reload
+
+    monkeypatch.setattr(app.reload, "FREE_WAIT_S", 0.3)
+    monkeypatch.setattr(app.reload, "FREE_POLL_S", 0.05)
+    held = Node()
+    freeze_long_lived_objects()
+    try:
+        asyncio.run(_reloader()._freeze_once_freed(weakref.ref(held)))
+        assert gc.get_freeze_count() == 0  # nothing frozen: the collector sees everything
+        assert "still referenced" in caplog.text
     finally:
         gc.unfreeze()
