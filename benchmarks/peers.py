@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.metadata
 import json
 import os
 import shutil
@@ -444,6 +445,13 @@ def main() -> int:
     payloads = png_payloads(args.data, args.images)
     report: dict = {
         "cpu": cpu_report(),
+        "commit": _commit(),
+        "packages": {name: list(PEERS[name].packages) for name in wanted if name in PEERS}
+        | (
+            {RAY_SERVE: [f"ray=={importlib.metadata.version('ray')}"]}
+            if RAY_SERVE in wanted
+            else {}
+        ),
         "variant": args.variant,
         "skipped": {},
         "unsettled_runs": [],  # runs started before every target was back to idle (10 s)
@@ -669,6 +677,15 @@ def markdown_table(report: dict) -> str:
                 + (f"| {memory[0]:,.0f} MiB | {memory[1]:,.0f} MiB |" if first else "| | |")
             )
     return "\n".join(lines)
+
+
+def _commit() -> str:
+    """This tree's commit, ``+`` where it has changes not committed."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def _rounded(value):

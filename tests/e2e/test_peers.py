@@ -6,6 +6,7 @@ shape and the invariants it could break. Its figures are for the real model on a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_peers_benchmark_measures_litserve_beside_the_server(tiny_model_root, tm
     assert report["skipped"] == {}, report["skipped"]
     assert set(report["targets"]) == {"server", "litserve"}
     assert "flags" in report["cpu"] and report["variant"] == "openvino:f32"
+    assert re.fullmatch(r"[0-9a-f]{40}\+?", report["commit"])  # what was measured
+    assert report["packages"] == {"litserve": ["litserve==0.2.19"]}
     server = report["targets"]["server"]
     for name, target in report["targets"].items():
         assert 0 <= target["idle_cpu_per_s"] < 2, name
