@@ -31,7 +31,11 @@ from app.config import Settings, get_settings
 from app.cpu import cpu_report
 from app.errors import install_error_handlers
 from app.limits import BodyBudget, BodyLimitMiddleware, PixelBudget, RouteCaps
-from app.memory import freeze_long_lived_objects, return_large_blocks_to_the_system
+from app.memory import (
+    collect_young_objects_less_often,
+    freeze_long_lived_objects,
+    return_large_blocks_to_the_system,
+)
 from app.metrics import Metrics, MetricsMiddleware
 from app.model import ModelLoadError, ServedModel, load_served_model
 from app.reload import ModelReloader
@@ -63,6 +67,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     """Build the app. The model is loaded (unless given) and warmed up in the lifespan."""
     settings = settings or get_settings()
     return_large_blocks_to_the_system()  # app.memory: what a flood of large bodies leaves
+    collect_young_objects_less_often()  # app.memory: requests' objects die young
     metrics = Metrics()
 
     @asynccontextmanager
