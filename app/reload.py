@@ -29,9 +29,11 @@ from app.model import ServedModel, load_served_model
 log = logging.getLogger(__name__)
 
 # How long after a swap the replaced model may stay referenced (by requests still in flight)
-# before the collector is left on for good, and how often that is checked.
+# before the collector is left on for good, how often that is looked at, and how often a full
+# collection runs meanwhile (for a model in a reference cycle).
 FREE_WAIT_S = 60.0
 FREE_POLL_S = 0.5
+COLLECT_EVERY_S = 5.0
 
 
 @dataclass
@@ -139,15 +141,22 @@ class ModelReloader:
         batch, their answer's tag), and frozen now, a reference cycle in it would never be
         collected. Then what serves is frozen again (``app.memory``); if the old model is not
         freed within ``FREE_WAIT_S``, the collector is left on (it frees the model when the
-        last reference goes) and a warning says so."""
+        last reference goes) and a warning says so. The weak reference is looked at every
+        ``FREE_POLL_S`` (the last request's answer frees the model); a full collection (tens
+        of milliseconds, holding the interpreter) runs every ``COLLECT_EVERY_S``, for a model
+        in a reference cycle."""
         gc.unfreeze()
-        deadline = asyncio.get_running_loop().time() + FREE_WAIT_S
+        loop = asyncio.get_running_loop()
+        deadline = next_collection = loop.time()
+        deadline += FREE_WAIT_S
         while True:
-            await run_in_threadpool(gc.collect)
+            if loop.time() >= next_collection:
+                await run_in_threadpool(gc.collect)
+                next_collection = loop.time() + COLLECT_EVERY_S
             if old() is None:
                 await run_in_threadpool(freeze_long_lived_objects)
                 return
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 log.warning(
                     "the replaced model is still referenced %.0f s after the swap; the "
                     "garbage collector stays on all objects",

@@ -10,7 +10,7 @@ import weakref
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.memory import freeze_long_lived_objects
+from app.memory import YOUNG_COLLECTION_THRESHOLD, freeze_long_lived_objects
 from tests.helpers import make_settings, until
 
 
@@ -48,15 +48,32 @@ def test_the_server_freezes_what_it_holds_once_warmed_up(tiny_model_root):
         gc.unfreeze()
 
 
+def test_the_app_collects_its_youngest_objects_less_often():
+    """A request's containers die young, by their reference counts: the youngest generation is
+    collected after 10,000 net allocations, not Python's 700 (the older ones as before)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        create_app(make_settings("unused"))
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
 def _reloader():
     from app.reload import ModelReloader
 
     return ModelReloader(app_state=None, settings=None, metrics=None)
 
 
-def test_a_replaced_model_held_by_requests_in_flight_is_freed_before_the_next_freeze():
+def test_a_replaced_model_held_by_requests_in_flight_is_freed_before_the_next_freeze(
+    monkeypatch,
+):
     """The swap's freeze waits until the old model is freed: frozen while a request still held
     it, a reference cycle in it would never be collected."""
+    import app.reload
+
+    monkeypatch.setattr(app.reload, "COLLECT_EVERY_S", 0.2)
     old_model = Node()
     freeze_long_lived_objects()  # as at start: the model among what was frozen
     ref = weakref.ref(old_model)
@@ -72,6 +89,37 @@ def test_a_replaced_model_held_by_requests_in_flight_is_freed_before_the_next_fr
         assert ref() is None  # collected, not frozen with the request that held it
         assert gc.get_freeze_count() > 0  # what serves frozen again
     finally:
+        gc.unfreeze()
+
+
+def test_waiting_for_a_replaced_model_collects_only_every_few_seconds(monkeypatch):
+    """A model freed by its reference counts (the last request's answer) is seen by the weak
+    reference alone: one full collection when the wait starts and the freeze's own, not one
+    per look."""
+    import app.reload
+
+    monkeypatch.setattr(app.reload, "FREE_POLL_S", 0.02)
+    old_model = object.__new__(Node)  # no cycle: its reference count frees it
+    ref = weakref.ref(old_model)
+    in_flight = [old_model]
+    del old_model
+    full = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    async def swap() -> None:
+        asyncio.get_running_loop().call_later(0.5, in_flight.clear)
+        await _reloader()._freeze_once_freed(ref)
+
+    gc.callbacks.append(count)
+    try:
+        asyncio.run(swap())
+        assert ref() is None and gc.get_freeze_count() > 0
+        assert len(full) <= 3, f"{len(full)} full collections while waiting"  # (one spare)
+    finally:
+        gc.callbacks.remove(count)
         gc.unfreeze()
 
 
