@@ -158,16 +158,21 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
         return complete_openapi(schema, app.state.model, settings)  # (its 401s' examples too)
 
     app.openapi = openapi
+    add_middleware(app, settings, metrics, app.state.body_budget)
+    return app
+
+
+def add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, budget: BodyBudget) -> None:
+    """The app's middleware, outermost last (``benchmarks/middleware_cost.py`` measures it)."""
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the metrics count the HEAD as sent
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        budget=app.state.body_budget,
+        budget=budget,
         grace_s=settings.body_grace_s,
     )
     app.add_middleware(SafetyNetMiddleware, metrics=metrics)  # request ids; JSON 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every status
-    return app
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -52,6 +52,10 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("http_requests_in_flight", "Requests being handled.", registry=r)
+        # counted by the middleware on the event loop, read when scraped (a gauge's inc and dec
+        # take a lock each, twice a request)
+        self.requests_in_flight = 0
+        self.in_flight.set_function(lambda: self.requests_in_flight)
         self.batch_size = Histogram(
             "inference_batch_size", "Images per model call.", buckets=BATCH_BUCKETS, registry=r
         )
@@ -148,11 +152,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.requests_in_flight -= 1
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")

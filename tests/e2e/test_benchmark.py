@@ -101,3 +101,18 @@ def test_version_speed_times_every_version_of_every_variant(tiny_model_root, tmp
     assert "speed_against_previous" not in json.loads(
         (models / "1" / "model_card.json").read_text()
     )
+
+
+def test_middleware_cost_measures_every_layer_through_the_served_stack():
+    """Every app answers 200 (the script exits otherwise), each middleware alone and all of
+    them are reported, and all of them together cost more than none."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import middleware_cost
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    report = middleware_cost.main(["--requests", "200", "--rounds", "3"])
+    assert set(report) == {*middleware_cost.NAMES, "all"}
+    assert report["bare"]["over_bare_us"] == 0
+    assert all(r["median_us"] > 0 and r["lowest_us"] <= r["median_us"] for r in report.values())
+    assert report["all"]["median_us"] > report["bare"]["median_us"]
