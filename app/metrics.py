@@ -8,6 +8,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
     PlatformCollector,
@@ -31,6 +32,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)  # collections per generation: app.memory's settings at work
         self.requests = Counter(
             "http_requests_total",
             "HTTP requests by route, method and status.",

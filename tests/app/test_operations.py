@@ -143,8 +143,9 @@ def test_metrics_change_as_requests_arrive(client):
         "inference_queue_depth",
         "inference_duration_seconds_count",
         "process_resident_memory_bytes",
+        'python_gc_collections_total{generation="0"}',
     ):
-        assert re.search(rf"^{name}", text, re.M), name
+        assert re.search(rf"^{re.escape(name)}", text, re.M), name
 
 
 def test_docs_and_redoc_are_served_without_a_cdn(client):
