@@ -21,6 +21,7 @@ alive, or a model call running longer than ``stall_s``), which readiness reports
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
@@ -63,6 +64,18 @@ class InferenceTimeoutError(Exception):
 
 class VersionReplacedError(Exception):
     """The request named a model version that a reload replaced before its images ran."""
+
+
+@dataclass
+class _Failed:
+    """What a request's future holds when its images will not be computed: the error, as a
+    value. Set as the future's exception, it would be raised as is into the request, and its
+    traceback would then hold the request's frames (its body, its images) for as long as the
+    future lives: in the queue behind a stalled model, or in a reference cycle with the frame
+    that awaited it (one error is shared by a whole batch, and would gather every request's
+    frames). ``submit_tagged`` raises a new one of its kind, caused by it."""
+
+    error: BaseException
 
 
 @dataclass
@@ -233,25 +246,26 @@ class MicroBatcher:
             else:
                 self._changed.notify()  # one idle thread is enough
         if timeout is None:
-            return await future
-        # A timer, not asyncio.wait_for (which wraps the wait in a task of its own): the
-        # request's future fails at the deadline, and a batch skips a future already done.
-        expiry = self._loop.call_later(timeout, self._expire, future, timeout)
-        try:
-            return await future
-        finally:
-            expiry.cancel()
+            outcome = await future
+        else:
+            # A timer, not asyncio.wait_for (which wraps the wait in a task of its own): the
+            # request's future fails at the deadline, and a batch skips a future already done.
+            expiry = self._loop.call_later(timeout, self._expire, future, timeout)
+            try:
+                outcome = await future
+            finally:
+                expiry.cancel()
+        if type(outcome) is _Failed:
+            raise _raised(outcome.error) from outcome.error
+        return outcome
 
     def _expire(self, future: asyncio.Future, timeout: float) -> None:
         if future.done():
             return
         if self._metrics:
             self._metrics.timeouts.inc()
-        future.set_exception(
-            InferenceTimeoutError(
-                f"the model did not compute the request within {timeout:g} s; retry later"
-            )
-        )
+        message = f"the model did not compute the request within {timeout:g} s; retry later"
+        future.set_result(_Failed(InferenceTimeoutError(message)))
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new work, finish what is queued (within ``timeout``), stop the threads."""
@@ -415,6 +429,16 @@ def _deliver(batch: list[_Pending], probs: np.ndarray, tag: object) -> None:
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:
+    failed = _Failed(exc)
     for p in batch:
         if not p.future.done():
-            p.future.set_exception(exc)
+            p.future.set_result(failed)
+
+
+def _raised(error: BaseException) -> BaseException:
+    """A new exception of ``error``'s kind and arguments, for one request to raise (``_Failed``
+    says why); an error that cannot be copied becomes an ``InferenceFailedError``."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return InferenceFailedError(_describe(error))

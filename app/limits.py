@@ -208,7 +208,8 @@ class BodyLimitMiddleware:
         received = 0
         complete = started = expired = False
         # The body's deadline: a timer that cancels the request's task, told apart from any
-        # other cancellation below (as ``asyncio.timeout`` does it, at a quarter of its cost)
+        # other cancellation below (as ``asyncio.timeout`` does it; 1.1 against 4.3 µs a
+        # request, docs/benchmarks.md)
         task = asyncio.current_task()
         cancelling = task.cancelling()
 
@@ -255,10 +256,17 @@ class BodyLimitMiddleware:
             started = True
             await send(message)
 
+        timed_out = False
         try:
-            await self.app(scope, limited_receive, answering)
+            try:
+                await self.app(scope, limited_receive, answering)
+            finally:  # the timer ends with the route, before anything below awaits
+                body_deadline.cancel()
+                # its cancellation taken back (as ``asyncio.timeout`` does), unless the task
+                # was also cancelled from outside
+                timed_out = expired and task.uncancel() <= cancelling
         except asyncio.CancelledError:  # the body did not arrive in time: whatever waited stopped
-            if not expired or task.uncancel() > cancelling:  # (or cancelled from outside too)
+            if not timed_out:
                 raise
             if not started:
                 error = too_slow(expected, self.grace_s)
@@ -268,7 +276,6 @@ class BodyLimitMiddleware:
                 await discard_rest()  # so that the client sees the 500, not a reset
             raise
         finally:
-            body_deadline.cancel()
             self.budget.release(held)
 
     async def _answer(

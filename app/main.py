@@ -67,7 +67,6 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
     """Build the app. The model is loaded (unless given) and warmed up in the lifespan."""
     settings = settings or get_settings()
     return_large_blocks_to_the_system()  # app.memory: what a flood of large bodies leaves
-    collect_young_objects_less_often()  # app.memory: requests' objects die young
     metrics = Metrics()
 
     @asynccontextmanager
@@ -97,6 +96,7 @@ def create_app(settings: Settings | None = None, model: ServedModel | None = Non
 
         def warm_up(model: ServedModel = loaded) -> None:
             model.warm_up(settings.warmup_runs, (1, settings.max_batch_size))
+            collect_young_objects_less_often()  # app.memory: a request's objects die young
             freeze_long_lived_objects()  # app.memory: what lives as long as the server
             metrics.ready.set(1)
             log.info("model warmed up; ready")

@@ -157,6 +157,10 @@ class ModelReloader:
                 await run_in_threadpool(freeze_long_lived_objects)
                 return
             if loop.time() > deadline:
+                await run_in_threadpool(gc.collect)  # (one last look, not one 5 s old)
+                if old() is None:
+                    await run_in_threadpool(freeze_long_lived_objects)
+                    return
                 log.warning(
                     "the replaced model is still referenced %.0f s after the swap; the "
                     "garbage collector stays on all objects",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,3 +32,12 @@ def tiny_model_root(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     export_tiny_model(models)
     return models / "tiny"
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was():
+    """A served app sets the cyclic collector's threshold for a server (``app.memory``); each
+    test leaves the test process's threshold as it found it."""
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)

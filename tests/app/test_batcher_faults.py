@@ -7,7 +7,10 @@ answered by that version or refused."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import traceback
+import weakref
 
 import numpy as np
 import pytest
@@ -251,3 +254,74 @@ def test_http_a_pinned_version_replaced_while_waiting_is_503(fresh_client):
     r = answers["pinned"]
     assert r.status_code == 503, r.text
     assert "replaced" in r.json()["error"]
+
+
+class Body(bytearray):
+    """A request's body: weakly referable, so a test sees when it is freed."""
+
+
+async def _request(b: MicroBatcher, bodies: list, **kwargs) -> str:
+    """A request's frames as a route's: its body in a local while it waits for the model."""
+    body = Body(1024)
+    bodies.append(weakref.ref(body))
+    try:
+        await b.submit_tagged(one(), **kwargs)
+    except Exception as exc:
+        return type(exc).__name__
+    return "answered"
+
+
+def test_a_failed_request_leaves_nothing_holding_its_body():
+    """A request refused by a timeout (its images still queued behind a stalled model) or by a
+    failed batch (one error for all its requests) is freed by reference counts when it ends,
+    its body and images with it, however seldom the cyclic collector runs (``app.memory``):
+    the future holds the error as a value (``batching._Failed``); raised as is into each
+    request, its traceback would hold the request's frames from the queue, or in a cycle with
+    the frame that awaited it."""
+    model = GatedSum(gated=True)
+    bodies: list[weakref.ref] = []
+
+    def failing(images):
+        raise ValueError("the model failed")
+
+    async def scenario():
+        async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
+            first = asyncio.create_task(b.submit(one()))  # the stalled call
+            await calls_started(model, 1)
+            gc.disable()
+            timed_out = [await _request(b, bodies, timeout=0.05) for _ in range(3)]
+            held_after_timeouts = sum(r() is not None for r in bodies)
+            model.gate.set()
+            await first
+            b.swap(failing)
+            failed = await asyncio.gather(*(_request(b, bodies) for _ in range(3)))
+            return timed_out, held_after_timeouts, failed, sum(r() is not None for r in bodies)
+
+    try:
+        timed_out, held_after_timeouts, failed, held = run(scenario())
+    finally:
+        gc.enable()
+    assert timed_out == ["InferenceTimeoutError"] * 3
+    assert held_after_timeouts == 0  # while their images still wait behind the stalled call
+    assert failed == ["ValueError"] * 3
+    assert held == 0
+
+
+def test_each_request_raises_its_own_error_caused_by_the_batchs():
+    """A failed batch's requests each raise a new error of the model's kind, caused by the
+    model's own (whose traceback, from the inference thread, the safety net logs)."""
+
+    def failing(images):
+        raise ValueError("the model failed")
+
+    async def scenario():
+        async with running(failing, max_batch_size=4, max_wait_s=0.05, queue_limit=10) as b:
+            return await asyncio.gather(
+                *(b.submit(one()) for _ in range(3)), return_exceptions=True
+            )
+
+    errors = run(scenario())
+    assert all(isinstance(e, ValueError) and str(e) == "the model failed" for e in errors)
+    assert len({id(e) for e in errors}) == 3
+    assert all(isinstance(e.__cause__, ValueError) for e in errors)
+    assert "failing" in "".join(traceback.format_tb(errors[0].__cause__.__traceback__))

@@ -257,3 +257,39 @@ def test_a_content_length_too_long_to_parse_is_bounded_like_a_stream():
 
     _run_middleware(reading, sender, [(b"content-length", b"9" * 19)], budget)
     assert seen == [600, "APIError"] and budget.held == 0
+
+
+def test_an_error_while_the_rest_of_the_body_never_comes_still_reaches_the_safety_net():
+    """The route fails and the rest of the body never comes: the rest is waited for until the
+    body's deadline, then the route's own error goes on (to the safety net's JSON 500), not a
+    cancellation of the request (the deadline's timer ends with the route)."""
+    import asyncio
+
+    budget = BodyBudget(10_000)
+
+    async def scenario():
+        stalled = asyncio.Event()
+        chunks = [b"a" * 100]
+
+        async def receive():
+            if chunks:
+                return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+            await stalled.wait()  # the client sends nothing more
+
+        async def failing(scope, receive, send):
+            await receive()
+            raise RuntimeError("a bug")
+
+        async def send(message):
+            raise AssertionError(f"nothing is sent here: {message}")
+
+        middleware = BodyLimitMiddleware(failing, max_bytes=1000, budget=budget, grace_s=0.2)
+        try:
+            await middleware(_scope([(b"content-length", b"200")]), receive, send)
+        except BaseException as exc:  # (CancelledError included)
+            return exc, asyncio.current_task().cancelling()
+        return None, asyncio.current_task().cancelling()
+
+    error, cancelling = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError), repr(error)
+    assert cancelling == 0 and budget.held == 0

@@ -103,7 +103,7 @@ def test_version_speed_times_every_version_of_every_variant(tiny_model_root, tmp
     )
 
 
-def test_middleware_cost_measures_every_layer_through_the_served_stack():
+def test_middleware_cost_measures_each_middleware_alone_and_all_of_them():
     """Every app answers 200 (the script exits otherwise), each middleware alone and all of
     them are reported, and all of them together cost more than none."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
