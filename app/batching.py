@@ -21,7 +21,6 @@ alive, or a model call running longer than ``stall_s``), which readiness reports
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 import time
@@ -314,11 +313,16 @@ class MicroBatcher:
             try:
                 self._execute(batch)
             except Exception as exc:  # a fault outside the model call: this batch only
-                log.error("a batch of %d request(s) failed: %s", len(batch), _describe(exc))
-                self._to_loop(_fail, batch, exc)
+                log.error(
+                    "a batch of %d request(s) failed: %s", len(batch), _describe(exc), exc_info=exc
+                )
+                # handed over without its traceback (logged here), whose frames hold the
+                # batch's futures: with the error in them, a reference cycle (as below)
+                self._to_loop(_fail, batch, exc.with_traceback(None))
             except BaseException:  # the thread ends: its requests must not wait for it
                 self._to_loop(_fail, batch, InferenceFailedError("the inference thread stopped"))
                 raise
+            del batch  # (idle, the thread holds no request: its futures, its answer's model)
 
     def _next_batch(self) -> list[_Pending] | None:
         """Everything waiting, up to the cap; ``None`` once closed and drained."""
@@ -373,7 +377,16 @@ class MicroBatcher:
         try:
             probs = self._compute(predict, images)
         except Exception as exc:  # the model failed: every request in the batch learns why
-            self._to_loop(_fail, live, exc)  # (the safety net logs it with each request's id)
+            log.error(
+                "the model failed on a batch of %d request(s): %s",
+                len(live),
+                _describe(exc),
+                exc_info=exc,
+            )
+            # handed over without its traceback (logged here; each request's 500 names it as
+            # the cause): its frames, and theirs through their callers, hold the batch's
+            # futures; with the error in them, a reference cycle, with the batch's images
+            self._to_loop(_fail, live, exc.with_traceback(None))
             return
         finally:
             with self._changed:
@@ -436,9 +449,16 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
 
 
 def _raised(error: BaseException) -> BaseException:
-    """A new exception of ``error``'s kind and arguments, for one request to raise (``_Failed``
-    says why); an error that cannot be copied becomes an ``InferenceFailedError``."""
+    """A new exception of ``error``'s kind, arguments and attributes, for one request to raise
+    (``_Failed`` says why), made without calling its ``__init__`` again (which may want other
+    arguments, or format its message twice); one that cannot be made so becomes a
+    ``RuntimeError`` saying what it was (answered, logged and counted by the safety net as the
+    original would have been)."""
+    kind = type(error)
     try:
-        return copy.copy(error)
+        fresh = kind.__new__(kind, *error.args)  # (BaseException's keeps the arguments)
+        fresh.args = error.args
+        fresh.__dict__.update(vars(error))
     except Exception:
-        return InferenceFailedError(_describe(error))
+        return RuntimeError(_describe(error))
+    return fresh

@@ -34,10 +34,14 @@ def tiny_model_root(tmp_path_factory):
     return models / "tiny"
 
 
+# The test process's own collector threshold, before any served app set a server's
+THRESHOLD = gc.get_threshold()
+
+
 @pytest.fixture(autouse=True)
 def _collector_as_it_was():
-    """A served app sets the cyclic collector's threshold for a server (``app.memory``); each
-    test leaves the test process's threshold as it found it."""
-    threshold = gc.get_threshold()
+    """A served app sets the cyclic collector's threshold for a server (``app.memory``, once
+    warmed up, also by an app a module's tests share); each test leaves the test process's own
+    threshold behind."""
     yield
-    gc.set_threshold(*threshold)
+    gc.set_threshold(*THRESHOLD)

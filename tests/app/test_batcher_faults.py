@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import traceback
 import weakref
@@ -260,68 +261,90 @@ class Body(bytearray):
     """A request's body: weakly referable, so a test sees when it is freed."""
 
 
-async def _request(b: MicroBatcher, bodies: list, **kwargs) -> str:
+async def _request(b: MicroBatcher, bodies: list, images: list, **kwargs) -> str:
     """A request's frames as a route's: its body in a local while it waits for the model."""
-    body = Body(1024)
+    body, pixels = Body(1024), one()
     bodies.append(weakref.ref(body))
+    images.append(weakref.ref(pixels))
     try:
-        await b.submit_tagged(one(), **kwargs)
+        await b.submit_tagged(pixels, **kwargs)
     except Exception as exc:
         return type(exc).__name__
     return "answered"
 
 
-def test_a_failed_request_leaves_nothing_holding_its_body():
+def _alive(refs: list) -> int:
+    return sum(r() is not None for r in refs)
+
+
+def test_a_failed_request_leaves_nothing_holding_its_body_or_images(monkeypatch):
     """A request refused by a timeout (its images still queued behind a stalled model) or by a
     failed batch (one error for all its requests) is freed by reference counts when it ends,
-    its body and images with it, however seldom the cyclic collector runs (``app.memory``):
-    the future holds the error as a value (``batching._Failed``); raised as is into each
-    request, its traceback would hold the request's frames from the queue, or in a cycle with
-    the frame that awaited it."""
+    its body with it, however seldom the cyclic collector runs (``app.memory``); its images
+    and what the failed model call held once the inference thread has moved on. The future
+    holds the error as a value (``batching._Failed``): raised as is into each request, its
+    traceback would hold the request's frames, from the queue or in a cycle with the frame
+    that awaited it; and the error is handed over without the model call's traceback (logged
+    once), whose frames hold the batch's futures."""
     model = GatedSum(gated=True)
-    bodies: list[weakref.ref] = []
+    bodies, images, in_model = [], [], []
+    # (the test's log capture keeps every record, and with it the logged traceback's frames)
+    monkeypatch.setattr(logging.getLogger("app.batching"), "disabled", True)
 
-    def failing(images):
+    def failing(batch):
+        partial = batch.astype(np.float32)  # what a model's frame holds
+        in_model.append(weakref.ref(partial))
         raise ValueError("the model failed")
 
     async def scenario():
-        async with running(model, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
-            first = asyncio.create_task(b.submit(one()))  # the stalled call
+        async with running(model, max_batch_size=4, max_wait_s=0.05, queue_limit=20) as b:
+            stalled = asyncio.create_task(b.submit(np.zeros((4, 2, 2, 3), np.uint8)))
             await calls_started(model, 1)
             gc.disable()
-            timed_out = [await _request(b, bodies, timeout=0.05) for _ in range(3)]
-            held_after_timeouts = sum(r() is not None for r in bodies)
+            timed_out = [await _request(b, bodies, images, timeout=0.05) for _ in range(3)]
+            bodies_after_timeouts = _alive(bodies)  # (their images wait in the queue)
             model.gate.set()
-            await first
+            await stalled
             b.swap(failing)
-            failed = await asyncio.gather(*(_request(b, bodies) for _ in range(3)))
-            return timed_out, held_after_timeouts, failed, sum(r() is not None for r in bodies)
+            failed = await asyncio.gather(*(_request(b, bodies, images) for _ in range(3)))
+            b.swap(model)
+            await b.submit(one())  # the thread has taken another batch
+            return timed_out, bodies_after_timeouts, failed
 
     try:
-        timed_out, held_after_timeouts, failed, held = run(scenario())
+        timed_out, bodies_after_timeouts, failed = run(scenario())
+        alive = _alive(bodies), _alive(images), _alive(in_model)
     finally:
         gc.enable()
     assert timed_out == ["InferenceTimeoutError"] * 3
-    assert held_after_timeouts == 0  # while their images still wait behind the stalled call
-    assert failed == ["ValueError"] * 3
-    assert held == 0
+    assert bodies_after_timeouts == 0
+    assert failed == ["ValueError"] * 3 and len(in_model) >= 1
+    assert alive == (0, 0, 0)
 
 
-def test_each_request_raises_its_own_error_caused_by_the_batchs():
-    """A failed batch's requests each raise a new error of the model's kind, caused by the
-    model's own (whose traceback, from the inference thread, the safety net logs)."""
+def test_each_request_raises_its_own_error_caused_by_the_batchs(caplog):
+    """A failed batch's requests each raise a new error of the model's kind (its attributes,
+    its message formatted once), caused by the model's own; the model call's traceback is
+    logged once, by the inference thread."""
+
+    class ModelError(Exception):
+        def __init__(self, code: int, detail: str) -> None:
+            super().__init__(f"model error {code}: {detail}")
+            self.code = code
 
     def failing(images):
-        raise ValueError("the model failed")
+        raise ModelError(7, "out of memory")
 
     async def scenario():
         async with running(failing, max_batch_size=4, max_wait_s=0.05, queue_limit=10) as b:
-            return await asyncio.gather(
-                *(b.submit(one()) for _ in range(3)), return_exceptions=True
-            )
+            requests = (b.submit(one()) for _ in range(3))
+            return await asyncio.gather(*requests, return_exceptions=True)
 
     errors = run(scenario())
-    assert all(isinstance(e, ValueError) and str(e) == "the model failed" for e in errors)
-    assert len({id(e) for e in errors}) == 3
-    assert all(isinstance(e.__cause__, ValueError) for e in errors)
-    assert "failing" in "".join(traceback.format_tb(errors[0].__cause__.__traceback__))
+    assert all(type(e) is ModelError for e in errors), errors
+    assert all(str(e) == "model error 7: out of memory" and e.code == 7 for e in errors)
+    assert len({id(e) for e in errors}) == 3  # one each
+    assert len({id(e.__cause__) for e in errors}) == 1  # the batch's one error
+    assert errors[0].__cause__.__traceback__ is None  # (its frames would hold the batch)
+    logged = [r for r in caplog.records if "the model failed on a batch of 3" in r.getMessage()]
+    assert len(logged) == 1 and "failing" in "".join(traceback.format_tb(logged[0].exc_info[2]))
