@@ -24,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -313,12 +314,8 @@ class MicroBatcher:
             try:
                 self._execute(batch)
             except Exception as exc:  # a fault outside the model call: this batch only
-                log.error(
-                    "a batch of %d request(s) failed: %s", len(batch), _describe(exc), exc_info=exc
-                )
-                # handed over without its traceback (logged here), whose frames hold the
-                # batch's futures: with the error in them, a reference cycle (as below)
-                self._to_loop(_fail, batch, exc.with_traceback(None))
+                self._to_loop(_fail, batch, _detached(exc))  # (see _execute)
+                log.error("a batch of %d request(s) failed: %s", len(batch), _describe(exc))
             except BaseException:  # the thread ends: its requests must not wait for it
                 self._to_loop(_fail, batch, InferenceFailedError("the inference thread stopped"))
                 raise
@@ -377,16 +374,11 @@ class MicroBatcher:
         try:
             probs = self._compute(predict, images)
         except Exception as exc:  # the model failed: every request in the batch learns why
-            log.error(
-                "the model failed on a batch of %d request(s): %s",
-                len(live),
-                _describe(exc),
-                exc_info=exc,
-            )
-            # handed over without its traceback (logged here; each request's 500 names it as
-            # the cause): its frames, and theirs through their callers, hold the batch's
-            # futures; with the error in them, a reference cycle, with the batch's images
-            self._to_loop(_fail, live, exc.with_traceback(None))
+            # A detached copy, its traceback as text (the safety net logs it with each
+            # request's id): the error's own traceback, and those of the errors chained to it,
+            # hold this frame through their frames' callers, and with it the batch's futures:
+            # with the error in them, a reference cycle, with the batch's images.
+            self._to_loop(_fail, live, _detached(exc))
             return
         finally:
             with self._changed:
@@ -429,7 +421,23 @@ class MicroBatcher:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # (an error whose message itself fails)
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _detached(error: BaseException) -> BaseException:
+    """What a failed batch's requests are told: a copy of ``error`` (``_raised``) holding no
+    traceback, cause or context (no frames), with the original's traceback, chained errors
+    included, as a note (text)."""
+    detached = _raised(error)
+    try:
+        detached.add_note("".join(traceback.format_exception(error)).rstrip())
+    except Exception:  # (a traceback that cannot be formatted: the copy alone)
+        pass
+    return detached
 
 
 def _deliver(batch: list[_Pending], probs: np.ndarray, tag: object) -> None:
@@ -450,15 +458,19 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
 
 def _raised(error: BaseException) -> BaseException:
     """A new exception of ``error``'s kind, arguments and attributes, for one request to raise
-    (``_Failed`` says why), made without calling its ``__init__`` again (which may want other
-    arguments, or format its message twice); one that cannot be made so becomes a
-    ``RuntimeError`` saying what it was (answered, logged and counted by the safety net as the
-    original would have been)."""
+    (``_Failed`` says why; its notes not copied), made without calling its ``__init__`` again
+    (which may want other arguments, or format its message twice). One that cannot be made so,
+    or whose message would differ (state kept elsewhere), becomes a ``RuntimeError`` saying
+    what it was: answered, logged and counted by the safety net as the original would be
+    (none of the batcher's own errors, which are mapped, is such a one)."""
     kind = type(error)
     try:
         fresh = kind.__new__(kind, *error.args)  # (BaseException's keeps the arguments)
         fresh.args = error.args
         fresh.__dict__.update(vars(error))
+        fresh.__dict__.pop("__notes__", None)
+        if str(fresh) == str(error):
+            return fresh
     except Exception:
-        return RuntimeError(_describe(error))
-    return fresh
+        pass
+    return RuntimeError(_describe(error))

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import threading
-import traceback
+import time
 import weakref
 
 import numpy as np
@@ -277,24 +276,35 @@ def _alive(refs: list) -> int:
     return sum(r() is not None for r in refs)
 
 
-def test_a_failed_request_leaves_nothing_holding_its_body_or_images(monkeypatch):
+async def _eventually(condition, timeout: float = 2.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` (the inference thread may still be
+    between handing an answer over and taking its next batch)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def test_a_failed_request_leaves_nothing_holding_its_body_or_images():
     """A request refused by a timeout (its images still queued behind a stalled model) or by a
-    failed batch (one error for all its requests) is freed by reference counts when it ends,
-    its body with it, however seldom the cyclic collector runs (``app.memory``); its images
-    and what the failed model call held once the inference thread has moved on. The future
-    holds the error as a value (``batching._Failed``): raised as is into each request, its
-    traceback would hold the request's frames, from the queue or in a cycle with the frame
-    that awaited it; and the error is handed over without the model call's traceback (logged
-    once), whose frames hold the batch's futures."""
+    failed batch (one error for all its requests, chained to another as a runtime's are) is
+    freed by reference counts when it ends, its body with it, however seldom the cyclic
+    collector runs (``app.memory``); its images and what the failed model call held once the
+    idle inference thread has handed the answer over. The future holds the error as a value
+    (``batching._Failed``), a detached copy without traceback or chained errors: raised as is
+    into each request, its traceback would hold the request's frames, from the queue or in a
+    cycle with the frame that awaited it; and the tracebacks of the model's error and of those
+    chained to it hold, through their frames' callers, the batch's futures."""
     model = GatedSum(gated=True)
     bodies, images, in_model = [], [], []
-    # (the test's log capture keeps every record, and with it the logged traceback's frames)
-    monkeypatch.setattr(logging.getLogger("app.batching"), "disabled", True)
 
     def failing(batch):
         partial = batch.astype(np.float32)  # what a model's frame holds
         in_model.append(weakref.ref(partial))
-        raise ValueError("the model failed")
+        try:
+            raise KeyError("a runtime's own error")
+        except KeyError:
+            raise ValueError("the model failed") from None  # (its context stays)
 
     async def scenario():
         async with running(model, max_batch_size=4, max_wait_s=0.05, queue_limit=20) as b:
@@ -307,25 +317,26 @@ def test_a_failed_request_leaves_nothing_holding_its_body_or_images(monkeypatch)
             await stalled
             b.swap(failing)
             failed = await asyncio.gather(*(_request(b, bodies, images) for _ in range(3)))
-            b.swap(model)
-            await b.submit(one())  # the thread has taken another batch
-            return timed_out, bodies_after_timeouts, failed
+            bodies_after_failures = _alive(bodies)
+            # the thread idle after the failed batch, holding none of it
+            freed = await _eventually(lambda: _alive(images) == _alive(in_model) == 0)
+            return timed_out, bodies_after_timeouts, failed, bodies_after_failures, freed
 
     try:
-        timed_out, bodies_after_timeouts, failed = run(scenario())
-        alive = _alive(bodies), _alive(images), _alive(in_model)
+        timed_out, bodies_after_timeouts, failed, bodies_after_failures, freed = run(scenario())
     finally:
         gc.enable()
     assert timed_out == ["InferenceTimeoutError"] * 3
     assert bodies_after_timeouts == 0
     assert failed == ["ValueError"] * 3 and len(in_model) >= 1
-    assert alive == (0, 0, 0)
+    assert bodies_after_failures == 0
+    assert freed, f"{_alive(images)} images, {_alive(in_model)} model arrays still held"
 
 
-def test_each_request_raises_its_own_error_caused_by_the_batchs(caplog):
+def test_each_request_raises_its_own_error_caused_by_the_batchs():
     """A failed batch's requests each raise a new error of the model's kind (its attributes,
-    its message formatted once), caused by the model's own; the model call's traceback is
-    logged once, by the inference thread."""
+    its message formatted once), caused by one detached copy of the model's own, which carries
+    the model call's traceback as text (the safety net logs it with each request's id)."""
 
     class ModelError(Exception):
         def __init__(self, code: int, detail: str) -> None:
@@ -335,8 +346,8 @@ def test_each_request_raises_its_own_error_caused_by_the_batchs(caplog):
     def failing(images):
         raise ModelError(7, "out of memory")
 
-    async def scenario():
-        async with running(failing, max_batch_size=4, max_wait_s=0.05, queue_limit=10) as b:
+    async def scenario():  # (the thread takes the batch once all three wait)
+        async with running(failing, max_batch_size=3, max_wait_s=5, queue_limit=10) as b:
             requests = (b.submit(one()) for _ in range(3))
             return await asyncio.gather(*requests, return_exceptions=True)
 
@@ -345,6 +356,24 @@ def test_each_request_raises_its_own_error_caused_by_the_batchs(caplog):
     assert all(str(e) == "model error 7: out of memory" and e.code == 7 for e in errors)
     assert len({id(e) for e in errors}) == 3  # one each
     assert len({id(e.__cause__) for e in errors}) == 1  # the batch's one error
-    assert errors[0].__cause__.__traceback__ is None  # (its frames would hold the batch)
-    logged = [r for r in caplog.records if "the model failed on a batch of 3" in r.getMessage()]
-    assert len(logged) == 1 and "failing" in "".join(traceback.format_tb(logged[0].exc_info[2]))
+    cause = errors[0].__cause__
+    assert cause.__traceback__ is None and cause.__cause__ is None and cause.__context__ is None
+    assert "in failing" in cause.__notes__[0] and "out of memory" in cause.__notes__[0]
+    assert not hasattr(errors[0], "__notes__")  # (the traceback once per request's log)
+
+
+def test_an_error_that_cannot_be_copied_is_raised_as_a_runtime_error_naming_it():
+    """An error whose copy would not say the same (state kept outside its arguments) reaches
+    each request as a ``RuntimeError`` naming it: unmapped, so answered and logged by the
+    safety net as the original would have been."""
+
+    def failing(images):
+        raise FileNotFoundError(2, "No such file", "weights.bin")
+
+    async def scenario():
+        async with running(failing, max_batch_size=1, max_wait_s=0, queue_limit=10) as b:
+            return await asyncio.gather(b.submit(one()), return_exceptions=True)
+
+    (error,) = run(scenario())
+    assert type(error) is RuntimeError
+    assert str(error) == "FileNotFoundError: [Errno 2] No such file: 'weights.bin'"
