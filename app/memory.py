@@ -47,10 +47,11 @@ def collect_young_objects_less_often() -> None:
     container allocations instead of Python's 700 (called once the model is warmed up). The
     containers of the requests in flight (scopes, headers, closures, futures: a few thousand
     under load) kept crossing 700, and each collection walked them while they were still alive,
-    moving them to older generations to be walked again: 542 young and 49 middle collections
-    in 3,042 requests under 32 connections, 0.016 ms of the event loop's time a request; at
-    10,000 none under 32 connections, and 2 young ones in 3,153 requests under 128
-    (``docs/benchmarks.md``), as a request's containers are freed by their reference counts.
+    moving them to older generations to be walked again: 324 young and 29 middle collections
+    in 2,785 requests under 32 connections, 0.0165 ms of the event loop's time a request; at
+    10,000 none in 2,833 requests under 32 connections, and 2 young ones in 3,089 under 128
+    (``docs/benchmarks.md``, ``/var/tmp/cifar10-runs/prof/gc_tree.sh``), as a request's
+    containers are freed by their reference counts.
     What only the cyclic collector can free (a reference cycle) counts towards the threshold
     and is collected later than at 700; a request is not to leave one holding its body (the
     batcher hands errors over as values, ``tests/app/test_batcher_faults.py``)."""

@@ -147,8 +147,8 @@ class ModelReloader:
         in a reference cycle."""
         gc.unfreeze()
         loop = asyncio.get_running_loop()
-        deadline = next_collection = loop.time()
-        deadline += FREE_WAIT_S
+        next_collection = loop.time()
+        deadline = next_collection + FREE_WAIT_S
         while True:
             if loop.time() >= next_collection:
                 await run_in_threadpool(gc.collect)
